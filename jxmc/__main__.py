@@ -1,0 +1,5 @@
+import sys
+
+from jxmc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""Every orbax call of jxmc lives here.
+
+Two uses:
+
+* :class:`TrainCheckpoints`: a method's training state saved as it goes
+  (``<model-dir>/checkpoints/<step>``), so that re-running the same command on
+  the same model directory resumes from the last saved step.
+* :func:`save_params` / :func:`load_params`: the final parameters of a model
+  (``<model-dir>/params``), a pytree of arrays.
+
+orbax writes each checkpoint into a temporary folder and renames it when
+complete, so an interrupted save never leaves a half-written step behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+# orbax logs every save at INFO through absl; keep the command line quiet.
+logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def _to_numpy(tree: Any) -> Any:
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+class TrainCheckpoints:
+    """Training state checkpoints in one folder, newest ``max_to_keep`` kept.
+
+    Args:
+      directory: the folder (created when missing).
+      max_to_keep: how many steps to keep.
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        self.directory = os.path.abspath(os.fspath(directory))
+        os.makedirs(self.directory, exist_ok=True)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=False),
+        )
+
+    def latest_step(self) -> int | None:
+        """The last completed step, or None."""
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        """Saves a pytree of arrays as ``step`` (blocking until it is on disk)."""
+        self._manager.save(step, args=ocp.args.StandardSave(_to_numpy(state)), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int | None = None, like: Any = None) -> tuple[int, Any] | None:
+        """Returns ``(step, state)`` of ``step`` (default the latest), or None.
+
+        Args:
+          like: an optional pytree with the expected structure/shapes/dtypes.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return None
+        target = None if like is None else jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), like)
+        state = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        return step, _to_numpy(state)
+
+    def clear(self) -> None:
+        """Deletes every checkpoint (after the final model is saved)."""
+        self._manager.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def save_params(directory: str | os.PathLike, params: Any) -> None:
+    """Writes a pytree of arrays to ``directory`` (replaced if present)."""
+    directory = os.path.abspath(os.fspath(directory))
+    if os.path.exists(directory):
+        shutil.rmtree(directory)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory, _to_numpy(params))
+        ckptr.wait_until_finished()
+
+
+def load_params(directory: str | os.PathLike) -> Any:
+    """Reads a pytree written by :func:`save_params` as numpy arrays."""
+    directory = os.path.abspath(os.fspath(directory))
+    with ocp.StandardCheckpointer() as ckptr:
+        return _to_numpy(ckptr.restore(directory))

@@ -1,0 +1,102 @@
+"""The ``jxmc`` command line: ``jxmc train | predict | evaluate``.
+
+Errors in the input or the options are reported in one line (``jxmc: error:
+<file>:<line>: <what is wrong>``) and the command exits with status 2, without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# Quiet XLA/absl start-up chatter before jax is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from jxmc.errors import JxmcError  # noqa: E402
+from jxmc.version import __version__  # noqa: E402
+
+DEFAULT_METHOD = "ovr"
+KS = (1, 3, 5, 10)
+JSON_KEYS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5",
+             "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "R@5", "R@10")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jxmc", description="Extreme multi-label classification in JAX.")
+    p.add_argument("--version", action="version", version=f"jxmc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate}")
+
+    t = sub.add_parser("train", help="train a model, then print the test metrics")
+    t.add_argument("--data", default=None,
+                   help="dataset folder (XC or raw-text layout), or 'synthetic[:key=value,...]'; "
+                        "default: the built-in synthetic dataset")
+    t.add_argument("--model-dir", required=True, help="where the model is written (and resumed from)")
+    t.add_argument("--method", default=None, help=f"the method (default {DEFAULT_METHOD})")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. --set epochs=5 (repeatable)")
+    _add_ab(t)
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    pr = sub.add_parser("predict", help="write the top-k labels of each input point")
+    pr.add_argument("--data", required=True,
+                    help="a dataset folder (its test split), a text file (one document per line), "
+                         "or an XC features file")
+    pr.add_argument("--model-dir", required=True)
+    pr.add_argument("--top-k", type=int, default=10)
+    pr.add_argument("--out", required=True, help="output file: one line per point, 'label:score' pairs")
+
+    e = sub.add_parser("evaluate", help="metrics of a model on a dataset's test split")
+    e.add_argument("--data", default=None, help="dataset folder, or 'synthetic[...]' (default)")
+    e.add_argument("--model-dir", required=True)
+    e.add_argument("--json", action="store_true", help="one JSON object, values as fractions")
+    _add_ab(e)
+    return p
+
+
+def _add_ab(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--A", type=float, default=None, help="propensity A (default: by dataset, 0.55)")
+    p.add_argument("--B", type=float, default=None, help="propensity B (default: by dataset, 1.5)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from jxmc import commands
+        if args.command == "train":
+            return commands.train(args)
+        if args.command == "predict":
+            return commands.predict(args)
+        return commands.evaluate(args)
+    except JxmcError as e:
+        print(f"jxmc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jxmc: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def format_table(metrics: dict[str, float], title: str = "") -> str:
+    """The metrics table, in percent."""
+    lines = [title] if title else []
+    lines.append(f"{'':8}{'@1':>8}{'@3':>8}{'@5':>8}")
+    for name in ("P", "nDCG", "PSP", "PSnDCG"):
+        lines.append(f"{name:8}" + "".join(f"{100 * metrics[f'{name}@{k}']:8.2f}" for k in (1, 3, 5)))
+    lines.append(f"{'R':8}{'':8}{'':8}{100 * metrics['R@5']:8.2f}   R@10 {100 * metrics['R@10']:.2f}")
+    return "\n".join(lines)
+
+
+def json_metrics(metrics: dict[str, float]) -> str:
+    return json.dumps({k: float(metrics[k]) for k in JSON_KEYS})
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

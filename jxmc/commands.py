@@ -1,0 +1,137 @@
+"""What ``jxmc train``, ``predict`` and ``evaluate`` do (the CLI parses, this runs).
+
+Configuration is read here, at the edge, and handed to the library as plain
+values: the method's typed ``Config``, the seed, arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from jxmc import metrics as M
+from jxmc import modeldir
+from jxmc.checkpoint import TrainCheckpoints
+from jxmc.cli import DEFAULT_METHOD, KS, format_table, json_metrics
+from jxmc.data.dataset import load_dataset
+from jxmc.data.inputs import read_predict_inputs, read_test_split
+from jxmc.errors import ConfigError, ModelError
+from jxmc.fileio import atomic_write
+from jxmc.models import get_method
+from jxmc.models.base import config_from_dict, config_to_dict, parse_overrides
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _ab(args, name: str | None) -> tuple[float, float]:
+    A, B = M.propensity_ab(name)
+    return (A if args.A is None else args.A), (B if args.B is None else args.B)
+
+
+def _metrics(topk_ids: np.ndarray, Y, counts: np.ndarray, n_train: int, A: float, B: float) -> dict:
+    inv = M.inv_propensity(counts, n_train, A, B)
+    return M.evaluate(topk_ids, Y, inv, ks=KS)
+
+
+def _label_counts(model, n_labels_all: int) -> np.ndarray:
+    counts = np.zeros(n_labels_all, np.int64)
+    saved = np.asarray(model.params["train_label_counts"]) if "train_label_counts" in model.params else None
+    if saved is None:
+        raise ModelError("the model does not record its training label counts (needed for PSP@k)")
+    counts[: len(saved)] = saved
+    return counts
+
+
+def train(args) -> int:
+    method = get_method(args.method or DEFAULT_METHOD)
+    config = parse_overrides(method.Config, args.overrides)
+    model_dir = args.model_dir
+    previous = modeldir.read_manifest(model_dir) if os.path.isdir(model_dir) else None
+
+    t0 = time.perf_counter()
+    _log(f"jxmc: loading {args.data or 'the built-in synthetic dataset'}")
+    ds = load_dataset(args.data)
+    t_data = time.perf_counter() - t0
+    _log(f"jxmc: {ds.name}: {ds.train.X.shape[0]} train / {ds.test.X.shape[0]} test points, "
+         f"d={ds.n_features} features, L={ds.n_labels} labels ({t_data:.1f} s)")
+    data_info = {"name": ds.name, "layout": ds.layout, "source": ds.source, "n_features": ds.n_features,
+                 "n_labels": ds.n_labels, "n_train": int(ds.train.X.shape[0]), "normalise": True}
+    settings = {"method": method.name, "config": config_to_dict(config), "seed": args.seed,
+                "data": data_info}
+
+    t_train = 0.0
+    if previous is not None and all(previous.get(k) == v for k, v in settings.items()):
+        _log(f"jxmc: {model_dir} already holds this trained model; evaluating it")
+    else:
+        ckpt = TrainCheckpoints(os.path.join(model_dir, "checkpoints"))
+        if ckpt.latest_step() is not None:
+            _log(f"jxmc: resuming from checkpoint step {ckpt.latest_step()} in {model_dir}/checkpoints")
+        t1 = time.perf_counter()
+        params = method.fit(ds.train.X, ds.train.Y, config, seed=args.seed, ckpt=ckpt,
+                            progress=not args.no_progress)
+        t_train = time.perf_counter() - t1
+        params = dict(params)
+        params["train_label_counts"] = ds.label_counts()[: ds.n_labels]
+        modeldir.save(model_dir, params=params, label_names=ds.label_names, featurizer=ds.featurizer,
+                      extra={"train_seconds": round(t_train, 3), "data_seconds": round(t_data, 3)},
+                      **settings)
+        ckpt.clear()
+        _log(f"jxmc: trained {method.name} in {t_train:.1f} s; model written to {model_dir}")
+
+    model = modeldir.load(model_dir)
+    t2 = time.perf_counter()
+    topk = method.predict(model.params, ds.test.X, config, k=max(KS))
+    t_pred = time.perf_counter() - t2
+    counts = ds.label_counts()
+    A, B = _ab(args, ds.name)
+    result = _metrics(topk.ids, ds.test.Y, counts, ds.train.X.shape[0], A, B)
+    n_test = ds.test.X.shape[0]
+    print(format_table(result, f"{ds.name} test ({n_test} points), {method.name}: metrics in %"))
+    print(f"times: data {t_data:.1f} s, train {t_train:.1f} s, "
+          f"predict {1000 * t_pred / max(n_test, 1):.3f} ms/point (batched)")
+    return 0
+
+
+def _load_model(model_dir: str):
+    model = modeldir.load(model_dir)
+    method = get_method(model.method)
+    config = config_from_dict(method.Config, model.manifest["config"])
+    return model, method, config
+
+
+def predict(args) -> int:
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    model, method, config = _load_model(args.model_dir)
+    X = read_predict_inputs(args.data, model)
+    topk = method.predict(model.params, X, config, k=args.top_k)
+    names = model.label_names
+    with atomic_write(args.out) as f:
+        for ids, scores in zip(topk.ids, topk.scores, strict=True):
+            pairs = [f"{names[i] if names is not None else i}:{s:.6g}"
+                     for i, s in zip(ids.tolist(), scores.tolist(), strict=True) if i >= 0]
+            f.write(" ".join(pairs) + "\n")
+    _log(f"jxmc: wrote the top {args.top_k} labels of {X.shape[0]} points to {args.out}")
+    return 0
+
+
+def evaluate(args) -> int:
+    model, method, config = _load_model(args.model_dir)
+    X, Y, _ = read_test_split(args.data, model)
+    topk = method.predict(model.params, X, config, k=max(KS))
+    counts = _label_counts(model, Y.shape[1])
+    A, B = _ab(args, model.manifest["data"]["name"] if args.data is None else os.path.basename(
+        os.path.normpath(args.data)))
+    result = _metrics(topk.ids, Y, counts, model.manifest["data"]["n_train"], A, B)
+    if args.json:
+        print(json_metrics(result))
+    else:
+        print(format_table(result, f"{model.manifest['data']['name']} test ({X.shape[0]} points), "
+                                   f"{method.name}: metrics in %"))
+    return 0
+

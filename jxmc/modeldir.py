@@ -1,0 +1,116 @@
+"""The model directory: everything needed to predict, written atomically.
+
+Layout of ``<model-dir>``::
+
+    jxmc_model.json      manifest: jxmc version, model format, method, resolved
+                         config, seed, dataset description (written last)
+    params/              the method's parameters (orbax, see jxmc.checkpoint)
+    label_names.txt      raw-text data: the L label names, one per line
+    tfidf_vocab.txt.gz, tfidf.npz, tfidf.json   raw-text data: the featuriser
+    checkpoints/         training state while training (removed when done)
+
+Every file is moved into place when complete, and the manifest is written last,
+so a directory without ``jxmc_model.json`` is an unfinished training run and is
+never read as a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from jxmc import checkpoint
+from jxmc.data.tfidf import Featurizer
+from jxmc.errors import ModelError
+from jxmc.fileio import atomic_write
+from jxmc.version import MODEL_FORMAT, __version__
+
+MANIFEST = "jxmc_model.json"
+
+
+@dataclass
+class SavedModel:
+    """A model read back from its directory."""
+
+    manifest: dict[str, Any]
+    params: Any
+    label_names: list[str] | None
+    featurizer: Featurizer | None
+
+    @property
+    def method(self) -> str:
+        return self.manifest["method"]
+
+
+def read_manifest(model_dir: str) -> dict[str, Any] | None:
+    """The manifest, or None if the directory holds no finished model.
+
+    Raises:
+      ModelError: the manifest is unreadable, or from an incompatible format.
+    """
+    path = os.path.join(model_dir, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable model manifest: {e}") from None
+    fmt = manifest.get("model_format")
+    if fmt != MODEL_FORMAT:
+        raise ModelError(f"{path}: written by jxmc {manifest.get('jxmc_version', '?')} in model format "
+                         f"{fmt}, but this jxmc {__version__} reads format {MODEL_FORMAT}; "
+                         f"retrain the model with this version")
+    return manifest
+
+
+def save(model_dir: str, *, method: str, config: dict, seed: int, data: dict, params: Any,
+         label_names: list[str] | None, featurizer: Featurizer | None, extra: dict | None = None) -> None:
+    """Writes a finished model; the manifest goes last."""
+    os.makedirs(model_dir, exist_ok=True)
+    manifest_path = os.path.join(model_dir, MANIFEST)
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)  # the directory is unfinished until the new manifest lands
+    tmp_params = os.path.join(model_dir, ".params.tmp")
+    checkpoint.save_params(tmp_params, params)
+    final_params = os.path.join(model_dir, "params")
+    if os.path.exists(final_params):
+        shutil.rmtree(final_params)
+    os.replace(tmp_params, final_params)
+    if label_names is not None:
+        with atomic_write(os.path.join(model_dir, "label_names.txt")) as f:
+            f.write("".join(name + "\n" for name in label_names))
+    if featurizer is not None:
+        featurizer.save(model_dir)
+    manifest = {"jxmc_version": __version__, "model_format": MODEL_FORMAT, "method": method,
+                "config": config, "seed": seed, "data": data, **(extra or {})}
+    with atomic_write(manifest_path) as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+
+
+def load(model_dir: str) -> SavedModel:
+    """Reads a model directory.
+
+    Raises:
+      ModelError: no finished model there, an incompatible version, or missing files.
+    """
+    if not os.path.isdir(model_dir):
+        raise ModelError(f"{model_dir}: model directory not found")
+    manifest = read_manifest(model_dir)
+    if manifest is None:
+        raise ModelError(f"{model_dir}: no finished jxmc model here (no {MANIFEST}); train one with "
+                         f"'jxmc train --model-dir {model_dir}'")
+    try:
+        params = checkpoint.load_params(os.path.join(model_dir, "params"))
+    except (OSError, ValueError, FileNotFoundError) as e:
+        raise ModelError(f"{model_dir}/params: cannot read parameters: {e}") from None
+    label_names = None
+    path = os.path.join(model_dir, "label_names.txt")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            label_names = f.read().splitlines()
+    featurizer = Featurizer.load(model_dir) if os.path.exists(os.path.join(model_dir, "tfidf.json")) else None
+    return SavedModel(manifest, params, label_names, featurizer)

@@ -1,0 +1,1 @@
+"""XLA-friendly sparse and top-k operations over static shapes."""
