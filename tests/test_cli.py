@@ -11,10 +11,10 @@ import sys
 import napkinxc.metrics as nxm
 import numpy as np
 import pytest
+from conftest import shared_dataset
 
 from jxmc import metrics as M
 from jxmc.cli import JSON_KEYS, main
-from conftest import shared_dataset
 
 SMALL = "synthetic:n_train=800,n_test=200,n_labels=64,n_features=400,branching=4/4"
 
