@@ -1,0 +1,189 @@
+"""Balanced hierarchical spherical k-means on label embeddings (PECOS's indexer).
+
+PECOS 1.2.8 (``HierarchicalKMeans.gen`` with its C++ ``run_clustering``) does
+not run k-means with ``k = nr_splits``: it bisects recursively with balanced
+spherical 2-means to depth ``t = max(1, ceil(log2(L / max_leaf_size)))``, then
+groups the binary levels by ``nr_splits`` (``ClusterChain.from_partial_chain``).
+We do the same, so ``L = 44,678, max_leaf_size = 100`` gives 512 leaf clusters of
+87-88 labels and branching ``(2, 16, 16, 88)`` (see
+:func:`jxmc.tree.label_tree.branching_from_bisections`).
+
+One bisection of a node (Yu et al., JMLR 2022, Algorithm 1): two centroids
+``c_0, c_1`` (unit norm, seeded with two random labels of the node); each label
+scores ``z_l . (c_0 - c_1)``; the ``ceil(n/2)`` best go to child 0, the rest to
+child 1 (balanced by sorting, so sibling sizes differ by at most one and all
+leaves hold ``floor`` or ``ceil`` of ``L / 2^t`` labels); centroids are the
+normalised sums of their members; repeat up to ``iters`` times or until no label
+moves.
+
+Every node of a depth is processed at once: the labels of the ``K = 2^t`` nodes
+are an ``i32[K, s]`` table (``-1`` padded), scores are gathered into it and
+sorted row-wise.  Embeddings stay sparse (flat COO) and centroids are dense
+``f32[2K, d']``; for ``d > hash_dim`` the embeddings are first count-sketched to
+``d' = hash_dim`` columns (feature hashing with random signs, Weinberger et al.,
+ICML 2009), which keeps inner products unbiased with error ``O(1/sqrt(d'))``
+and bounds the centroid memory at ``2K * d'`` floats.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from jxmc.data.batches import csr_to_ell
+from jxmc.tree.label_tree import LabelTree, branching_from_bisections
+
+
+def count_sketch(Z: sp.csr_matrix, dim: int, seed: int = 0) -> sp.csr_matrix:
+    """``Z @ H`` for a random signed hashing matrix ``H: [d, dim]`` (one ±1 per row)."""
+    rng = np.random.default_rng(seed)
+    d = Z.shape[1]
+    H = sp.csr_matrix((rng.choice(np.array([-1.0, 1.0], np.float32), size=d),
+                       (np.arange(d), rng.integers(0, dim, size=d))), shape=(d, dim))
+    return sp.csr_matrix(Z @ H, dtype=np.float32)
+
+
+def _centroids(ell_idx, ell_val, child, weight, n_children: int, dim: int):
+    """Normalised sums ``f32[n_children, dim]`` of the labels of each child."""
+    seg = child[:, None] * dim + ell_idx
+    flat = jax.ops.segment_sum((ell_val * weight[:, None]).ravel(), seg.ravel(),
+                               num_segments=n_children * dim)
+    c = flat.reshape(n_children, dim)
+    return c / jnp.maximum(jnp.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+
+
+@functools.partial(jax.jit, static_argnames=("max_nodes", "dim", "iters"))
+def bisect_level(ell_idx, ell_val, node, key, *, max_nodes: int, dim: int, iters: int):
+    """Splits every node of one depth into two balanced halves.
+
+    Args:
+      ell_idx, ell_val: the embeddings as padded rows (``i32[L, z]``, ``f32[L, z]``,
+        padding ``(0, 0.0)``) over ``dim`` columns.
+      node: ``i32[L]`` the node of each label at this depth, ids ``< max_nodes``;
+        every node holds at least 2 labels.
+      key: PRNG key for the initial centroids.
+
+    Returns:
+      ``i32[L]``: the child of each label, ``2 * node`` or ``2 * node + 1``;
+      child ``2k`` gets the ``ceil(n_k / 2)`` labels that score highest.
+
+    Shapes do not depend on the depth, so one compilation serves every depth.
+    """
+    L = node.shape[0]
+    K = max_nodes
+    count = jax.ops.segment_sum(jnp.ones(L, jnp.int32), node, num_segments=K)
+    start = jnp.cumsum(count) - count
+    by_node = jnp.argsort(node, stable=True)  # labels grouped by node
+    k1, k2 = jax.random.split(key)
+    safe = jnp.maximum(count, 2)
+    a = jax.random.randint(k1, (K,), 0, safe)
+    b = (a + jax.random.randint(k2, (K,), 1, safe)) % safe
+    la = by_node[jnp.minimum(start + a, L - 1)]
+    lb = by_node[jnp.minimum(start + b, L - 1)]
+    live = count >= 2
+    ar = jnp.arange(K, dtype=jnp.int32)
+    seed_w = jnp.zeros(L + 1, jnp.float32)
+    seed_w = seed_w.at[jnp.where(live, la, L)].set(1.0).at[jnp.where(live, lb, L)].set(1.0)[:L]
+    seed_child = jnp.zeros(L + 1, jnp.int32).at[jnp.where(live, la, L)].set(2 * ar)
+    seed_child = seed_child.at[jnp.where(live, lb, L)].set(2 * ar + 1)[:L]
+    c0 = _centroids(ell_idx, ell_val, seed_child, seed_w, 2 * K, dim)
+    half = (count + 1) // 2
+    ones = jnp.ones(L, jnp.float32)
+
+    def assign(c):
+        diff = (c[0::2] - c[1::2]).ravel()  # [K * dim]
+        score = jnp.sum(ell_val * diff[node[:, None] * dim + ell_idx], axis=1)  # [L]
+        order = jnp.lexsort((-score, node))  # by node, best first
+        rank = jnp.zeros(L, jnp.int32).at[order].set(jnp.arange(L, dtype=jnp.int32)) - start[node]
+        return 2 * node + (rank >= half[node]).astype(jnp.int32)
+
+    def body(state):
+        it, child, _, c = state
+        new_child = assign(c)
+        c = _centroids(ell_idx, ell_val, new_child, ones, 2 * K, dim)
+        return it + 1, new_child, jnp.any(new_child != child), c
+
+    init = (0, jnp.full(L, -1, jnp.int32), True, c0)
+    _, _, _, c = jax.lax.while_loop(lambda st: (st[0] < iters) & st[2], body, init)
+    return assign(c)
+
+
+def prune_rows(Z: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Keeps the ``keep`` largest-magnitude entries of each row and renormalises the rows."""
+    Z = sp.csr_matrix(Z, dtype=np.float32)
+    lengths = np.diff(Z.indptr)
+    if lengths.max(initial=0) <= keep:
+        return Z
+    keep_mask = np.ones(Z.nnz, bool)
+    absval = np.abs(Z.data)
+    for i in np.nonzero(lengths > keep)[0]:  # argpartition per long row: O(nnz)
+        a, b = Z.indptr[i], Z.indptr[i + 1]
+        drop = np.argpartition(absval[a:b], b - a - keep)[: b - a - keep]
+        keep_mask[a + drop] = False
+    out = sp.csr_matrix((Z.data[keep_mask], Z.indices[keep_mask],
+                         np.concatenate([[0], np.cumsum(np.minimum(lengths, keep))])), shape=Z.shape)
+    out.sort_indices()
+    norms = np.sqrt(np.asarray(out.multiply(out).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.csr_matrix(sp.diags((1.0 / norms).astype(np.float32)) @ out, dtype=np.float32)
+
+
+def n_bisections(n_labels: int, max_leaf_size: int) -> int:
+    """PECOS's binary depth ``max(1, ceil(log2(L / max_leaf_size)))``."""
+    return max(1, int(math.ceil(math.log2(max(n_labels, 1) / max_leaf_size))))
+
+
+def build_tree(emb: sp.csr_matrix, *, max_leaf_size: int = 100, nr_splits: int = 16,
+               iters: int = 10, seed: int = 0, hash_dim: int = 1 << 14,
+               hash_budget: int = 1 << 22, max_nnz: int = 64) -> LabelTree:
+    """Balanced hierarchical 2-means tree over the rows of ``emb``.
+
+    Args:
+      emb: ``csr f32[L, d]`` label embeddings (e.g. :func:`jxmc.embed.pifa`).
+      max_leaf_size: leaves hold at most this many labels.
+      nr_splits: children per internal level (a power of two).
+      iters: 2-means iterations per bisection.
+      seed: seeds the centroid initialisation and the hashing.
+      hash_dim: embeddings wider than this are count-sketched, to
+        ``max(hash_budget / (2 * nodes of the last depth), 1024)`` columns so that the
+        dense centroids stay at ``hash_budget`` floats.
+      max_nnz: each embedding keeps its ``max_nnz`` largest entries (renormalised)
+        for clustering, which bounds the cost of an iteration at ``L * max_nnz``.
+
+    Returns:
+      A :class:`LabelTree` whose leaves have ``floor`` or ``ceil`` of ``L / 2^t``
+      labels, padded with ``-1`` to ``ceil(L / 2^t)``.
+
+    Raises:
+      ValueError: fewer than 2 labels, or ``max_leaf_size < 1``.
+    """
+    L = emb.shape[0]
+    if L < 2 or max_leaf_size < 1:
+        raise ValueError(f"need >= 2 labels and max_leaf_size >= 1, got L={L}, {max_leaf_size}")
+    t = min(n_bisections(L, max_leaf_size), int(math.floor(math.log2(L))))
+    Z = prune_rows(emb, max_nnz)
+    max_nodes = 2 ** (t - 1)
+    dim = Z.shape[1]
+    if dim > hash_dim:
+        dim = max(hash_budget // (2 * max_nodes), 1024)
+        Z = count_sketch(Z, dim, seed)
+    x = csr_to_ell(Z)
+    ell_idx, ell_val = jnp.asarray(x.indices), jnp.asarray(x.values)
+    node = jnp.zeros(L, jnp.int32)
+    key = jax.random.PRNGKey(seed)
+    for _ in range(t):
+        key, sub = jax.random.split(key)
+        node = bisect_level(ell_idx, ell_val, node, sub, max_nodes=max_nodes, dim=dim, iters=iters)
+    node = np.asarray(node)
+    leaf = -(-L // 2 ** t)
+    order = np.argsort(node, kind="stable")
+    counts = np.bincount(node, minlength=2 ** t)
+    slot = np.arange(L) - np.repeat(np.cumsum(counts) - counts, counts)
+    perm = np.full((2 ** t, leaf), -1, np.int32)
+    perm[node[order], slot] = order
+    return LabelTree(perm.reshape(-1), branching_from_bisections(t, leaf, nr_splits))

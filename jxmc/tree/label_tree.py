@@ -1,0 +1,101 @@
+"""A complete label tree as a permutation plus branching factors.
+
+A tree of depth ``D`` with branching factors ``(B_1, ..., B_D)`` has
+``K_l = B_1 * ... * B_l`` nodes at level ``l`` (level 0 is the root, level
+``D`` the leaves).  Its leaves are ``K_D`` positions; ``perm[q]`` is the label
+at leaf position ``q`` or ``-1`` for padding (a dummy label that can never be
+predicted).  Everything else is index arithmetic:
+
+* children of node ``u`` at level ``l``: ``u * B_{l+1} + arange(B_{l+1})``;
+* parent of node ``u`` at level ``l``: ``u // B_l``;
+* the level-``l`` ancestor of leaf position ``q``: ``q // (K_D / K_l)``.
+
+This replaces PECOS's chain of sparse cluster matrices ``C`` (label-to-cluster,
+one per level): ``C_l[v, u] = 1`` iff ``v // B_l == u``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class LabelTree(NamedTuple):
+    """Attributes:
+      perm: i32[K_D] label id at each leaf position, ``-1`` for padding.
+      branching: ``(B_1, ..., B_D)``, ints >= 1, with ``prod(branching) == len(perm)``.
+    """
+
+    perm: np.ndarray
+    branching: tuple[int, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.branching)
+
+    def level_sizes(self) -> tuple[int, ...]:
+        """``(K_1, ..., K_D)``."""
+        return tuple(int(v) for v in np.cumprod(self.branching))
+
+    def n_labels(self) -> int:
+        return int((self.perm >= 0).sum())
+
+
+def check_tree(tree: LabelTree, n_labels: int | None = None) -> None:
+    """Raises ValueError unless ``tree`` is a valid complete tree (over ``n_labels``)."""
+    perm = np.asarray(tree.perm)
+    if any(int(b) < 1 for b in tree.branching):
+        raise ValueError(f"branching factors must be >= 1, got {tree.branching}")
+    if perm.ndim != 1 or perm.size != int(np.prod(tree.branching)):
+        raise ValueError(f"perm has shape {perm.shape}, expected ({int(np.prod(tree.branching))},)")
+    real = perm[perm >= 0]
+    if len(np.unique(real)) != len(real):
+        raise ValueError("perm repeats a label")
+    if n_labels is not None and (len(real) != n_labels or (len(real) and real.max() >= n_labels)):
+        raise ValueError(f"perm does not hold each of the {n_labels} labels exactly once")
+
+
+def label_positions(tree: LabelTree, n_labels: int) -> np.ndarray:
+    """``i32[L]``: the leaf position of each label (inverse of ``perm``)."""
+    perm = np.asarray(tree.perm)
+    pos = np.full(n_labels, -1, np.int32)
+    q = np.nonzero(perm >= 0)[0]
+    pos[perm[q]] = q
+    return pos
+
+
+def ancestors_of_positions(tree: LabelTree, positions: np.ndarray, level: int) -> np.ndarray:
+    """The level-``level`` node of each leaf position (``-1`` stays ``-1``).
+
+    Args:
+      positions: int array of any shape, leaf positions or ``-1``.
+      level: ``0 .. D``; level ``D`` returns the positions themselves.
+    """
+    sizes = (1,) + tree.level_sizes()
+    span = sizes[-1] // sizes[level]
+    positions = np.asarray(positions)
+    return np.where(positions >= 0, positions // span, -1).astype(np.int32)
+
+
+def branching_from_bisections(n_bisections: int, leaf_size: int, nr_splits: int = 16) -> tuple[int, ...]:
+    """Groups ``n_bisections`` binary levels into levels of ``nr_splits`` children.
+
+    PECOS (``ClusterChain.from_partial_chain``) groups its ``2**t`` binary
+    clusters by ``code // nr_splits`` repeatedly, so the top level takes the
+    remainder: ``t = 9, nr_splits = 16`` gives ``(2, 16, 16, leaf_size)``.
+
+    Raises:
+      ValueError: ``nr_splits`` is not a power of two >= 2.
+    """
+    bits = int(np.log2(nr_splits)) if nr_splits >= 2 else 0
+    if nr_splits < 2 or 2 ** bits != nr_splits:
+        raise ValueError(f"nr_splits must be a power of two >= 2, got {nr_splits}")
+    levels = []
+    t = n_bisections
+    while t > bits:
+        levels.append(nr_splits)
+        t -= bits
+    if t > 0:
+        levels.append(2 ** t)
+    return tuple(reversed(levels)) + (int(leaf_size),)

@@ -1,0 +1,49 @@
+import dataclasses
+
+import numpy as np
+import scipy.sparse as sp
+
+from jxmc.checkpoint import TrainCheckpoints, load_params, save_params
+from jxmc.models import xr_linear as xr
+
+
+def _data(n=300, d=60, L=24, seed=0):
+    rng = np.random.default_rng(seed)
+    proto = rng.random((L, d)) * (rng.random((L, d)) < 0.15)
+    Y = np.zeros((n, L), np.float32)
+    X = np.zeros((n, d), np.float32)
+    for i in range(n):
+        labs = rng.choice(L, size=rng.integers(1, 3), replace=False)
+        Y[i, labs] = 1
+        X[i] = proto[labs].sum(0) + 0.05 * rng.random(d) * (rng.random(d) < 0.1)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return sp.csr_matrix(X), sp.csr_matrix(Y)
+
+
+CFG = xr.Config(max_leaf_size=4, nr_splits=2, beam_size=4, predict_batch_size=64)
+
+
+def test_fit_predict_learns_and_save_load_is_identical(tmp_path):
+    X, Y = _data()
+    params = xr.fit(X[:240], Y[:240], CFG, seed=0, progress=False)
+    assert tuple(params["branching"])[-1] <= 4
+    top = xr.predict(params, X[240:], CFG, k=3)
+    assert top.ids.shape == (60, 3) and top.ids.dtype == np.int32
+    p1 = np.mean([Y[240 + i, top.ids[i, 0]] for i in range(60)])
+    assert p1 > 0.7
+    save_params(tmp_path / "params", params)
+    again = xr.predict(load_params(tmp_path / "params"), X[240:], CFG, k=3)
+    np.testing.assert_array_equal(top.ids, again.ids)
+    np.testing.assert_array_equal(top.scores, again.scores)
+
+
+def test_man_negatives_and_resume(tmp_path):
+    X, Y = _data(seed=1)
+    cfg = dataclasses.replace(CFG, negatives="tfn+man")
+    ck = TrainCheckpoints(tmp_path / "ck")
+    full = xr.fit(X, Y, cfg, seed=0, ckpt=ck, progress=False)
+    assert ck.latest_step() == len(full["branching"])
+    resumed = xr.fit(X, Y, cfg, seed=0, ckpt=ck, progress=False)  # nothing left to train
+    a = xr.predict(full, X[:20], cfg, k=2)
+    b = xr.predict(resumed, X[:20], cfg, k=2)
+    np.testing.assert_array_equal(a.ids, b.ids)
