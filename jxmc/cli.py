@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from jxmc.errors import JxmcError  # noqa: E402
 from jxmc.version import __version__  # noqa: E402
 
-DEFAULT_METHOD = "ovr"
+DEFAULT_METHOD = "xr-linear"
 KS = (1, 3, 5, 10)
 JSON_KEYS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5",
              "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "R@5", "R@10")
