@@ -38,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default=None, help=f"the method (default {DEFAULT_METHOD})")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method option, e.g. --set epochs=5 (repeatable)")
+                   help="a method option, e.g. --set beam_size=20 (repeatable)")
+    t.add_argument("--encoder", default=None, help="transformer methods: a local Hugging Face model "
+                   "folder (default: the all-MiniLM-L6-v2 package when installed)")
+    t.add_argument("--epochs", type=int, default=None, help="passes over the training set")
+    t.add_argument("--max-len", type=int, default=None, help="transformer methods: tokens per text")
+    t.add_argument("--batch-size", type=int, default=None, help="points per training step")
     _add_ab(t)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 

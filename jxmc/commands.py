@@ -6,6 +6,7 @@ values: the method's typed ``Config``, the seed, arrays.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -47,9 +48,20 @@ def _label_counts(model, n_labels_all: int) -> np.ndarray:
     return counts
 
 
+def _accepts_texts(fn) -> bool:
+    return "texts" in inspect.signature(fn).parameters
+
+
+def _flag_overrides(args) -> list[str]:
+    """``--epochs`` etc. as ``key=value`` overrides (they apply to methods that have the field)."""
+    flags = {"encoder": args.encoder, "epochs": args.epochs, "max_len": args.max_len,
+             "batch_size": args.batch_size}
+    return [f"{k}={v}" for k, v in flags.items() if v is not None]
+
+
 def train(args) -> int:
     method = get_method(args.method or DEFAULT_METHOD)
-    config = parse_overrides(method.Config, args.overrides)
+    config = parse_overrides(method.Config, _flag_overrides(args) + args.overrides)
     model_dir = args.model_dir
     previous = modeldir.read_manifest(model_dir) if os.path.isdir(model_dir) else None
 
@@ -72,8 +84,9 @@ def train(args) -> int:
         if ckpt.latest_step() is not None:
             _log(f"jxmc: resuming from checkpoint step {ckpt.latest_step()} in {model_dir}/checkpoints")
         t1 = time.perf_counter()
+        extra_args = {"texts": ds.train.texts} if _accepts_texts(method.fit) else {}
         params = method.fit(ds.train.X, ds.train.Y, config, seed=args.seed, ckpt=ckpt,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, **extra_args)
         t_train = time.perf_counter() - t1
         params = dict(params)
         params["train_label_counts"] = ds.label_counts()[: ds.n_labels]
@@ -85,7 +98,7 @@ def train(args) -> int:
 
     model = modeldir.load(model_dir)
     t2 = time.perf_counter()
-    topk = method.predict(model.params, ds.test.X, config, k=max(KS))
+    topk = _predict(method, model.params, ds.test.X, ds.test.texts, config, max(KS))
     t_pred = time.perf_counter() - t2
     counts = ds.label_counts()
     A, B = _ab(args, ds.name)
@@ -95,6 +108,12 @@ def train(args) -> int:
     print(f"times: data {t_data:.1f} s, train {t_train:.1f} s, "
           f"predict {1000 * t_pred / max(n_test, 1):.3f} ms/point (batched)")
     return 0
+
+
+def _predict(method, params, X, texts, config, k):
+    if _accepts_texts(method.predict):
+        return method.predict(params, X, config, k=k, texts=texts)
+    return method.predict(params, X, config, k=k)
 
 
 def _load_model(model_dir: str):
@@ -108,8 +127,8 @@ def predict(args) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     model, method, config = _load_model(args.model_dir)
-    X = read_predict_inputs(args.data, model)
-    topk = method.predict(model.params, X, config, k=args.top_k)
+    X, texts = read_predict_inputs(args.data, model)
+    topk = _predict(method, model.params, X, texts, config, args.top_k)
     names = model.label_names
     with atomic_write(args.out) as f:
         for ids, scores in zip(topk.ids, topk.scores, strict=True):
@@ -122,8 +141,8 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     model, method, config = _load_model(args.model_dir)
-    X, Y, _ = read_test_split(args.data, model)
-    topk = method.predict(model.params, X, config, k=max(KS))
+    X, Y, _, texts = read_test_split(args.data, model)
+    topk = _predict(method, model.params, X, texts, config, max(KS))
     counts = _label_counts(model, Y.shape[1])
     A, B = _ab(args, model.manifest["data"]["name"] if args.data is None else os.path.basename(
         os.path.normpath(args.data)))

@@ -24,13 +24,13 @@ def _check_width(path: str, X: sp.csr_matrix, n_features: int) -> None:
         raise DataError(path, 1, f"{X.shape[1]} features, but the model was trained on {n_features}")
 
 
-def read_test_split(spec: str | None, model) -> tuple[sp.csr_matrix, sp.csr_matrix, list[str] | None]:
+def read_test_split(spec: str | None, model):
     """The test split of ``spec`` featurised for ``model`` (a :class:`jxmc.modeldir.SavedModel`).
 
     Returns:
       ``X: csr f32[n, d]``; ``Y: csr f32[n, L_all]`` (test-only label names of
       raw-text data appended after the model's ``L``); the ``L_all`` label names
-      (None for id-labelled data).
+      (None for id-labelled data); the test texts (raw-text data) or None.
 
     Raises:
       DataError: unreadable data, or data whose features/labels do not fit the model.
@@ -40,7 +40,7 @@ def read_test_split(spec: str | None, model) -> tuple[sp.csr_matrix, sp.csr_matr
     if spec is None or spec == "synthetic" or spec.startswith("synthetic:"):
         _, _, X, Y = synthetic.generate(synthetic.parse_spec(spec or "synthetic"))
         _check_width(spec or "synthetic", X, n_features)
-        return X, Y, None
+        return X, Y, None, None
     folder = os.path.normpath(spec)
     layout = detect_layout(folder)
     if layout == "text":
@@ -48,7 +48,7 @@ def read_test_split(spec: str | None, model) -> tuple[sp.csr_matrix, sp.csr_matr
             raise DataError(folder, None, "raw-text data, but the model was trained on sparse features")
         texts, labels = text.read_text_split(_need(folder, "test_texts.txt"), _need(folder, "test_labels.txt"))
         Y, extra = text.encode_labels(labels, model.label_names, extend_unseen=True)
-        return model.featurizer.transform(texts), Y, list(model.label_names) + list(extra)
+        return model.featurizer.transform(texts), Y, list(model.label_names) + list(extra), texts
     if model.featurizer is not None:
         raise DataError(folder, None, "sparse-feature data, but the model was trained on raw text")
     if layout == "xc":
@@ -61,11 +61,11 @@ def read_test_split(spec: str | None, model) -> tuple[sp.csr_matrix, sp.csr_matr
     if te.Y.shape[1] != n_labels:
         raise DataError(path, 1, f"{te.Y.shape[1]} labels, but the model was trained on {n_labels}")
     X = _normalise_rows(te.X) if data.get("normalise", True) else te.X
-    return X, sp.csr_matrix((te.Y != 0).astype(np.float32)), None
+    return X, sp.csr_matrix((te.Y != 0).astype(np.float32)), None, None
 
 
-def read_predict_inputs(path: str, model) -> sp.csr_matrix:
-    """Features of the points to predict: ``csr f32[n, d]``.
+def read_predict_inputs(path: str, model) -> tuple[sp.csr_matrix, list[str] | None]:
+    """Features of the points to predict, ``csr f32[n, d]``, and their texts (or None).
 
     ``path`` is a dataset folder (its test split), a plain text file with one
     document per line (raw-text models), or an XC file: the single-file
@@ -75,16 +75,17 @@ def read_predict_inputs(path: str, model) -> sp.csr_matrix:
       DataError: unreadable input, or input that does not fit the model.
     """
     if path.startswith("synthetic") or os.path.isdir(path):
-        return read_test_split(path, model)[0]
+        X, _, _, texts = read_test_split(path, model)
+        return X, texts
     if model.featurizer is not None:
         texts = [line for _, line in read_lines(path)]
         if not texts:
             raise DataError(path, None, "empty file: expected one document per line")
-        return model.featurizer.transform(texts)
+        return model.featurizer.transform(texts), texts
     header = next(iter(read_lines(path)), (1, ""))[1].split()
     if len(header) == 2:
         X = xc.read_sparse_matrix(path)
     else:
         X = xc.read_xc(path, n_labels=None).X
     _check_width(path, X, model.manifest["data"]["n_features"])
-    return _normalise_rows(X) if model.manifest["data"].get("normalise", True) else X
+    return (_normalise_rows(X) if model.manifest["data"].get("normalise", True) else X), None
