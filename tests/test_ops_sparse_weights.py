@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
@@ -39,13 +40,27 @@ def test_slots_entries_and_compressed_scoring_match_dense():
     steps, width = sw.level_shape(level)
     assert width <= B
     dev = {k: jnp.asarray(v) for k, v in level.items()}
-    got = np.asarray(sw.score_children(dev, e.indices, e.values, jnp.asarray(parents),
+    got = np.asarray(jax.jit(sw.score_children, static_argnames=('n_children', 'steps', 'width'))(dev, e.indices, e.values, jnp.asarray(parents),
                                        n_children=B, steps=steps, width=width))
     qd = q.toarray()
+    want = np.zeros((4, 2, B), np.float32)
     for i in range(4):
         for j in range(2):
-            want = 0 if parents[i, j] < 0 else qd[i] @ dense[parents[i, j]]
-            np.testing.assert_allclose(got[i, j], want, atol=1e-5)
+            if parents[i, j] >= 0:
+                want[i, j] = qd[i] @ dense[parents[i, j]]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    for light_width in (0, 1, 2, B):  # all dense rows, mixed, all compressed
+        light, heavy, (ls, lw, hs) = sw.scoring_layout(level, B, light_width=light_width)
+        light, heavy = jax.tree.map(jnp.asarray, (light, heavy))
+        assert (light is None) == (light_width == 0) and (heavy is None) == (light_width == B)
+        out = np.zeros_like(want)
+        if light is not None:
+            assert lw <= light_width
+            out += np.asarray(jax.jit(sw.score_children, static_argnames=('n_children', 'steps', 'width'))(light, e.indices, e.values, parents,
+                                                n_children=B, steps=ls, width=lw))
+        if heavy is not None:
+            out += np.asarray(jax.jit(sw.score_dense_rows, static_argnames=('steps',))(heavy, e.indices, e.values, parents, steps=hs))
+        np.testing.assert_allclose(out, want, atol=1e-5)
 
 
 def test_empty_level_gets_one_inert_slot():

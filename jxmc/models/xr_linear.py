@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass
 
 import jax
@@ -63,11 +64,16 @@ class Config:
     predict_batch_size: int = 256  # queries per prediction step (at most)
 
 
+SLOT_BLOCK = 16  # slot padding granule of the solver
 LEVEL_KEYS = ("indptr", "features", "slot_ptr", "children", "values")
 
 
 def _tree_of(params) -> LabelTree:
     return LabelTree(np.asarray(params["perm"]), tuple(int(b) for b in params["branching"]))
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
 
 
 def _train_level(Xb, Y, tree: LabelTree, level: int, config: Config, beam_parents=None):
@@ -80,44 +86,63 @@ def _train_level(Xb, Y, tree: LabelTree, level: int, config: Config, beam_parent
     A = sw.parent_supports(Xb, inst, parent, n_parents)
     slot, val, pair = sw.pair_entries(Xb, A, inst, parent)
     s_par = np.diff(A.indptr)
+    R = SLOT_BLOCK  # each parent's slots are padded to a multiple of R (see jxmc.ops.svm)
+    s_pad = -(-s_par // R) * R
     p_par = np.bincount(parent, minlength=n_parents)
     e_par = np.bincount(parent[pair], minlength=n_parents)
-    sizes = np.stack([s_par, e_par], axis=1)
-    limits = np.array([max(s_par.max(), config.chunk_weights // B), max(e_par.max(), config.chunk_entries)])
+    sizes = np.stack([s_pad, e_par], axis=1)
+    limits = np.array([max(config.chunk_weights // B, R), config.chunk_entries])
     chunks = sw.plan_chunks(sizes, limits)
     s_off, p_off = np.concatenate([[0], np.cumsum(s_par)]), np.concatenate([[0], np.cumsum(p_par)])
-    e_off = np.concatenate([[0], np.cumsum(e_par)])
+    e_off, q_off = np.concatenate([[0], np.cumsum(e_par)]), np.concatenate([[0], np.cumsum(s_pad)])
     block = 1 << 15
-    s_cap = max(int(s_off[e] - s_off[a]) for a, e in chunks) + 1
-    p_cap = max(int(p_off[e] - p_off[a]) for a, e in chunks) + 1
-    e_cap = max(int(e_off[e] - e_off[a]) for a, e in chunks)
-    e_cap = max(block, -(-e_cap // block) * block)
-    k_cap = max(e - a for a, e in chunks)
-    slot_parent_all = np.repeat(np.arange(n_parents, dtype=np.int32), s_par)
+    # Chunks within the limits share one padded shape (one compilation); a parent
+    # over them gets power-of-two shapes and is solved in groups of children, so
+    # that neither padding nor memory is set by the largest parent.
+    dims = np.array([[q_off[e] - q_off[a], p_off[e] - p_off[a], e_off[e] - e_off[a], e - a]
+                     for a, e in chunks])
+    normal = (dims[:, 0] <= limits[0]) & (dims[:, 2] <= limits[1])
+    if normal.any():
+        mx = dims[normal].max(axis=0)
+        normal_caps = (int(mx[0]) + R, int(mx[1]) + 1, max(block, -(-int(mx[2]) // block) * block),
+                       int(mx[3]))
+    # padded position of every slot, relative to its chunk's first padded slot
+    slot_parent = np.repeat(np.arange(n_parents, dtype=np.int32), s_par)
+    slot_pos = (np.arange(len(slot_parent)) - s_off[slot_parent] + q_off[slot_parent])
     parts = []
-    for a, e in chunks:
-        ns, npr, ne = int(s_off[e] - s_off[a]), int(p_off[e] - p_off[a]), int(e_off[e] - e_off[a])
-        es = slice(e_off[a], e_off[e])
+    for (a, e), (nq, npr, ne, _), is_normal in zip(chunks, dims, normal, strict=True):
+        if is_normal:
+            s_cap, p_cap, e_cap, k_cap = normal_caps
+        else:
+            s_cap, p_cap = _pow2(nq + R), _pow2(npr + 1)
+            e_cap, k_cap = max(block, _pow2(ne)), 1
+        es, ss = slice(e_off[a], e_off[e]), slice(s_off[a], s_off[e])
         c_slot = np.full(e_cap, s_cap - 1, np.int32)
         c_val = np.zeros(e_cap, np.float32)
         c_pair = np.full(e_cap, p_cap - 1, np.int32)
-        c_slot[:ne] = slot[es] - s_off[a]
+        c_slot[:ne] = slot_pos[slot[es]] - q_off[a]
         c_val[:ne] = val[es]
         c_pair[:ne] = pair[es] - p_off[a]
-        c_y = np.zeros((p_cap, B), np.float32)
-        c_mask = np.zeros((p_cap, B), np.float32)
-        c_y[:npr], c_mask[:npr] = y[p_off[a]:p_off[e]], mask[p_off[a]:p_off[e]]
         sp_ = np.full(s_cap, k_cap - 1, np.int32)
-        sp_[:ns] = slot_parent_all[s_off[a]:s_off[e]] - a
+        sp_[:nq] = np.repeat(np.arange(e - a, dtype=np.int32), s_pad[a:e])
         pp_ = np.full(p_cap, k_cap - 1, np.int32)
         pp_[:npr] = parent[p_off[a]:p_off[e]] - a
-        W = solve_squared_hinge(c_slot, c_val, c_pair, c_y, c_mask, sp_, pp_, C=config.C,
-                                n_parents=k_cap, newton_iters=config.newton_iters,
-                                cg_iters=config.cg_iters, block=block)
-        keep, counts, children, values = sw.compress_rows(np.asarray(W)[:ns], config.threshold)
-        sl = slice(s_off[a], s_off[e])
-        parts.append((slot_parent_all[sl][keep], A.indices[sl][keep], counts, children, values))
-        del W
+        width = B if is_normal else max(1, min(B, config.chunk_weights // s_cap))
+        cols = []
+        for c0 in range(0, B, width):  # groups of children (one group for normal chunks)
+            c_y = np.zeros((p_cap, width), np.float32)
+            c_mask = np.zeros((p_cap, width), np.float32)  # 0: padding pairs and children
+            c1 = min(B, c0 + width)
+            c_y[:npr, :c1 - c0] = y[p_off[a]:p_off[e], c0:c1]
+            c_mask[:npr, :c1 - c0] = mask[p_off[a]:p_off[e], c0:c1]
+            W = solve_squared_hinge(c_slot, c_val, c_pair, c_y, c_mask, sp_, pp_, C=config.C,
+                                    n_parents=k_cap, newton_iters=config.newton_iters,
+                                    cg_iters=config.cg_iters, block=block, slot_block=R)
+            cols.append(np.asarray(W)[slot_pos[ss] - q_off[a], :c1 - c0])
+            del W
+        keep, counts, children, values = sw.compress_rows(np.hstack(cols), config.threshold)
+        parts.append((slot_parent[ss][keep], A.indices[ss][keep], counts, children, values))
+        del cols
     return sw.assemble_level(parts, n_parents, B)
 
 
@@ -150,11 +175,12 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
         beam_parents = None
         if "man" in config.negatives and level > 1:
             beam_parents = _beam(params, Xb, config, upto=level - 1).ids
+        t0 = time.perf_counter()
         params["levels"][name] = _train_level(Xb, Y, tree, level, config, beam_parents)
         if progress:
             lv = params["levels"][name]
             print(f"xr-linear: level {level}/{tree.depth} trained, {len(lv['features'])} slots, "
-                  f"{len(lv['values'])} weights", flush=True)
+                  f"{len(lv['values'])} weights, {time.perf_counter() - t0:.1f} s", flush=True)
         if ckpt is not None:
             ckpt.save(level, params)
     return params
@@ -163,9 +189,16 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
 @functools.partial(jax.jit, static_argnames=("branching", "shapes", "beam", "k", "leaf_ids"))
 def _beam_batch(levels, perm, q_idx, q_val, *, branching, shapes, beam, k, leaf_ids):
     def score(level, parents):
-        steps, width = shapes[level - 1]
-        return sw.score_children(levels[level - 1], q_idx, q_val, parents,
-                                 n_children=branching[level - 1], steps=steps, width=width)
+        light, heavy = levels[level - 1]
+        l_steps, l_width, h_steps = shapes[level - 1]
+        out = jnp.zeros(parents.shape + (branching[level - 1],), jnp.float32)
+        if light is not None:
+            out = out + sw.score_children(light, q_idx, q_val, parents,
+                                          n_children=branching[level - 1], steps=l_steps,
+                                          width=l_width)
+        if heavy is not None:
+            out = out + sw.score_dense_rows(heavy, q_idx, q_val, parents, steps=h_steps)
+        return out
 
     ids_perm = perm if leaf_ids else jnp.arange(int(np.prod(branching)), dtype=jnp.int32)
     return beam_search(score, ids_perm, branching, q_idx.shape[0], beam=beam, k=k)
@@ -181,8 +214,10 @@ def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
     D = tree.depth if upto is None else upto
     branching = tree.branching[:D]
     levels = [params["levels"][f"level_{i}"] for i in range(1, D + 1)]
-    shapes = tuple(sw.level_shape(lv) for lv in levels)
-    dev = [{k_: jnp.asarray(lv[k_]) for k_ in LEVEL_KEYS} for lv in levels]
+    layouts = [sw.scoring_layout({k_: lv[k_] for k_ in LEVEL_KEYS}, B)
+               for lv, B in zip(levels, branching, strict=True)]
+    shapes = tuple(sh for _, _, sh in layouts)
+    dev = [jax.tree.map(jnp.asarray, (light, heavy)) for light, heavy, _ in layouts]
     perm = jnp.asarray(tree.perm if upto is None else np.zeros(1, np.int32))
     k = config.beam_size if k is None else k
     n = Xb.shape[0]
@@ -190,7 +225,8 @@ def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
     order = np.argsort(nnz, kind="stable")
     ids = np.full((n, k), -1, np.int32)
     scores = np.full((n, k), -np.inf, np.float32)
-    bmax = max(w for _, w in shapes)
+    bmax = max(max(w, B if h else 0)
+               for (_, w, h), B in zip(shapes, branching, strict=True))
     start = 0
     while start < n:
         z = 1 << max(3, math.ceil(math.log2(max(int(nnz[order[start]]), 1))))

@@ -137,11 +137,92 @@ def assemble_level(parts, n_parents: int, n_children: int) -> dict:
             "slot_ptr": slot_ptr.astype(np.int32), "children": children, "values": values}
 
 
+def _steps(indptr) -> int:
+    per_parent = int(np.diff(np.asarray(indptr)).max(initial=0))
+    return max(1, int(np.ceil(np.log2(per_parent + 1))) + 1)
+
+
 def level_shape(level: dict) -> tuple[int, int]:
     """Static scoring shapes of a level: ``(binary-search steps, slot width w)``."""
-    per_parent = int(np.diff(np.asarray(level["indptr"])).max(initial=0))
     width = int(np.diff(np.asarray(level["slot_ptr"])).max(initial=1))
-    return max(1, int(np.ceil(np.log2(per_parent + 1))) + 1), max(width, 1)
+    return _steps(level["indptr"]), max(width, 1)
+
+
+def scoring_layout(level: dict, n_children: int, *, light_width: int = 8):
+    """Splits a stored level for fast scoring (host side, at prediction).
+
+    Scattering every slot's pairs costs ``z * w`` per (query, beam node) with ``w``
+    the *longest* slot (up to ``B``), while most slots hold a few weights (about
+    3 of 88 at debian-deps' leaves).  Slots with more than ``light_width``
+    weights are expanded to dense rows ``f32[H, B]`` and scored by a row gather;
+    the rest keep the compressed form with width ``<= light_width``.
+
+    Returns:
+      ``(light, heavy, shapes)``: ``light`` a level dict (module docstring) or
+      ``None``, ``heavy`` ``{"indptr", "features", "rows"}`` or ``None``, and the
+      static ``shapes = (light_steps, light_width, heavy_steps)`` (0 when absent).
+    """
+    indptr, features = np.asarray(level["indptr"]), np.asarray(level["features"])
+    slot_ptr = np.asarray(level["slot_ptr"])
+    counts = np.diff(slot_ptr)
+    is_heavy = counts > light_width
+    parent = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    entry_heavy = np.repeat(is_heavy, counts)
+    children, values = np.asarray(level["children"]), np.asarray(level["values"])
+
+    def sub_indptr(mask):
+        per = np.bincount(parent[mask], minlength=len(indptr) - 1)
+        return np.concatenate([[0], np.cumsum(per)]).astype(np.int32)
+
+    light = heavy = None
+    shapes = [0, 0, 0]
+    if (~is_heavy).any():
+        light = {"indptr": sub_indptr(~is_heavy), "features": features[~is_heavy],
+                 "slot_ptr": np.concatenate([[0], np.cumsum(counts[~is_heavy])]).astype(np.int32),
+                 "children": children[~entry_heavy], "values": values[~entry_heavy]}
+        if len(light["values"]) == 0:
+            light["children"], light["values"] = np.zeros(1, children.dtype), np.zeros(1, np.float32)
+        shapes[:2] = level_shape(light)
+    if is_heavy.any():
+        H = int(is_heavy.sum())
+        rows = np.zeros((H, n_children), np.float32)
+        rows[np.repeat(np.arange(H), counts[is_heavy]), children[entry_heavy]] = values[entry_heavy]
+        heavy = {"indptr": sub_indptr(is_heavy), "features": features[is_heavy], "rows": rows}
+        shapes[2] = _steps(heavy["indptr"])
+    return light, heavy, tuple(shapes)
+
+
+def _lookup(indptr, features, q_idx, parents, steps: int):
+    """Slot of each query feature in each parent's sorted slot list.
+
+    Returns:
+      ``(at: i32[n, b, z], found: bool[n, b, z])``.
+    """
+    p = jnp.maximum(parents, 0)
+    lo0 = indptr[p][:, :, None]  # [n, b, 1]
+    hi0 = indptr[p + 1][:, :, None]
+    f = q_idx[:, None, :]  # [n, 1, z]
+    lo = jnp.broadcast_to(lo0, lo0.shape[:2] + (q_idx.shape[1],))
+    hi = jnp.broadcast_to(hi0, lo.shape)
+    S = features.shape[0]
+
+    def step(_, state):
+        lo, hi = state
+        mid = (lo + hi) // 2
+        right = features[jnp.minimum(mid, S - 1)] < f
+        open_ = lo < hi
+        return jnp.where(open_ & right, mid + 1, lo), jnp.where(open_ & ~right, mid, hi)
+
+    lo, _ = jax.lax.fori_loop(0, steps, step, (lo, hi))
+    at = jnp.minimum(lo, S - 1)
+    return at, (lo < hi0) & (features[at] == f) & (parents[:, :, None] >= 0)
+
+
+def score_dense_rows(heavy, q_idx, q_val, parents, *, steps: int):
+    """Like :func:`score_children` for ``{"indptr", "features", "rows": f32[H, B]}``."""
+    at, found = _lookup(heavy["indptr"], heavy["features"], q_idx, parents, steps)
+    coef = jnp.where(found, q_val[:, None, :], 0.0)  # [n, b, z]
+    return jnp.einsum("nbz,nbzc->nbc", coef, heavy["rows"][at])
 
 
 def score_children(level, q_idx, q_val, parents, *, n_children: int, steps: int, width: int):
@@ -158,28 +239,11 @@ def score_children(level, q_idx, q_val, parents, *, n_children: int, steps: int,
     Returns:
       ``f32[n, b, B]`` the children's linear scores ``w_c . x``.
     """
-    indptr, features = level["indptr"], level["features"]
     slot_ptr, children, values = level["slot_ptr"], level["children"], level["values"]
     n, b = parents.shape
-    p = jnp.maximum(parents, 0)
-    lo0 = indptr[p][:, :, None]  # [n, b, 1]
-    hi0 = indptr[p + 1][:, :, None]
-    f = q_idx[:, None, :]  # [n, 1, z]
-    lo = jnp.broadcast_to(lo0, lo0.shape[:2] + (q_idx.shape[1],))
-    hi = jnp.broadcast_to(hi0, lo.shape)
-    S, N = features.shape[0], children.shape[0]
-
-    def step(_, state):
-        lo, hi = state
-        mid = (lo + hi) // 2
-        right = features[jnp.minimum(mid, S - 1)] < f
-        open_ = lo < hi
-        return jnp.where(open_ & right, mid + 1, lo), jnp.where(open_ & ~right, mid, hi)
-
-    lo, _ = jax.lax.fori_loop(0, steps, step, (lo, hi))
-    at = jnp.minimum(lo, S - 1)
-    found = (lo < hi0) & (features[at] == f) & (parents[:, :, None] >= 0)
+    at, found = _lookup(level["indptr"], level["features"], q_idx, parents, steps)
     coef = jnp.where(found, q_val[:, None, :], 0.0)  # [n, b, z]
+    N = children.shape[0]
     start = slot_ptr[at]
     length = jnp.where(found, slot_ptr[at + 1] - start, 0)
     j = jnp.arange(width, dtype=jnp.int32)

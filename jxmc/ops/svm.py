@@ -23,7 +23,8 @@ large-scale logistic regression", JMLR 2008; Keerthi & DeCoste 2005 for the
 squared hinge): ``newton_iters`` outer steps, each solving
 ``(I + 2C X_A^T X_A) s = -g`` by ``cg_iters`` steps of diagonally
 preconditioned conjugate gradients (every problem has its own step sizes; the
-inner products are segment sums over the slots of a parent), then an exact line
+inner products are segment sums over the slots of a parent; the diagonal is
+that of the first step, where every pair is active), then an exact line
 search along ``s`` (a piecewise-quadratic in one variable: a few 1-D Newton steps
 on the cached margins ``X w`` and ``X s``).  Fixed iteration counts keep the
 shapes and the program static.
@@ -65,17 +66,22 @@ def _xtr(R, slot, val, pair, n_slots: int, block: int):
     return jax.lax.scan(body, acc, xs)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("n_parents", "newton_iters", "cg_iters", "block"))
+@functools.partial(jax.jit, static_argnames=("n_parents", "newton_iters", "cg_iters", "block",
+                                             "slot_block"))
 def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C: float,
                         n_parents: int, newton_iters: int = 3, cg_iters: int = 5,
-                        block: int = 1 << 16):
+                        block: int = 1 << 16, slot_block: int = 1):
     """Solves every (parent, child) problem of one chunk.
 
     Args:
       slot, val, pair: the entries (``i32[E]``, ``f32[E]``, ``i32[E]``), ``E`` a
         multiple of ``block``.
       y, mask: ``f32[P + 1, B]`` targets (+-1) and weights (0 or 1).
-      slot_parent: ``i32[S + 1]`` the (chunk-local) parent of each slot.
+      slot_parent: ``i32[S + 1]`` the (chunk-local) parent of each slot; with
+        ``slot_block = R > 1`` every run of ``R`` slots belongs to one parent
+        (pad each parent's slots to a multiple of ``R`` with inert slots) and
+        ``S + 1`` is a multiple of ``R``: the per-problem inner products then
+        sum blocks of ``R`` rows before a ``R`` times smaller segment sum.
       pair_parent: ``i32[P + 1]`` the (chunk-local) parent of each pair.
       C: the loss weight.
 
@@ -88,8 +94,11 @@ def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C
     xtr = functools.partial(_xtr, slot=slot, val=val, pair=pair, n_slots=n_slots, block=block)
     sq = functools.partial(_xtr, slot=slot, val=val * val, pair=pair, n_slots=n_slots, block=block)
 
+    block_parent = slot_parent[::slot_block]
+
     def wdot(a, b):  # per-problem inner product over slots: [n_parents, B]
-        return jax.ops.segment_sum(a * b, slot_parent, num_segments=n_parents)
+        ab = (a * b).reshape(n_slots // slot_block, slot_block, B).sum(axis=1)
+        return jax.ops.segment_sum(ab, block_parent, num_segments=n_parents)
 
     def pdot(a):  # per-problem sum over pairs: [n_parents, B]
         return jax.ops.segment_sum(a, pair_parent, num_segments=n_parents)
@@ -102,10 +111,10 @@ def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C
 
     W = jnp.zeros((n_slots, B), jnp.float32)
     m = jnp.zeros((n_pairs, B), jnp.float32)
+    dg = 1.0 + 2.0 * C * sq(mask)  # Jacobi preconditioner at W = 0, kept for every step
     for _ in range(newton_iters):
         act = mask * (y * m < 1.0)
         g = W + 2.0 * C * xtr(act * (m - y))
-        dg = 1.0 + 2.0 * C * sq(act)
 
         def hv(v, act=act):
             return v + 2.0 * C * xtr(act * xv(v))
