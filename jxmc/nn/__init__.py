@@ -1,0 +1,19 @@
+"""Neural pieces of the transformer methods: a Flax BERT encoder returning every
+layer's [CLS] (:mod:`.encoder`), Hugging Face weight loading (:mod:`.weights`),
+tokenisation (:mod:`.tokenize`), per-level label tables (:mod:`.heads`), top-k
+(:mod:`.topk`), fixed-size negatives (:mod:`.negatives`) and the multi-level
+shortlist network (:mod:`.cascade`)."""
+
+from jxmc.nn.cascade import Spec, forward, level_loss, loss_fn, predict_topk
+from jxmc.nn.encoder import BertConfig, BertEncoder, EncoderOutput, compute_dtype, init_params
+from jxmc.nn.heads import init_table, score_dense, score_shortlist
+from jxmc.nn.negatives import children, dedupe, hits, in_batch, man, tfn, uniform
+from jxmc.nn.tokenize import encode, load_tokenizer
+from jxmc.nn.topk import approx_top_k, chunked_top_k, top_k
+from jxmc.nn.weights import default_encoder_dir, load_pretrained
+
+__all__ = ["BertConfig", "BertEncoder", "EncoderOutput", "Spec", "approx_top_k", "children",
+           "chunked_top_k", "compute_dtype", "dedupe", "default_encoder_dir", "encode",
+           "forward", "hits", "in_batch", "init_params", "init_table", "level_loss",
+           "load_pretrained", "load_tokenizer", "loss_fn", "man", "predict_topk", "score_dense",
+           "score_shortlist", "tfn", "top_k", "uniform"]

@@ -1,0 +1,162 @@
+"""A multi-resolution shortlist network: an encoder plus one label table per tree level.
+
+Level ``t`` (1-based) of a complete label tree with branching ``(B_1, ..., B_D)``
+is scored from its own representation (``layers[t-1]``: the concatenated [CLS]
+of those encoder layers, or the mean-pooled output for ``()``), optionally
+projected (``proj_w: [h', h_t]``), against the table ``level_t``.  Level 1 is
+scored densely; the shortlist of level ``t + 1`` is the children of the
+``beam`` best level-``t`` nodes, with the positive level-``t`` nodes added when
+``positives`` are given (training) -- CascadeXML (Kharbanda et al., NeurIPS
+2022, Section 3.2), LightXML's dynamic negatives (Jiang et al., AAAI 2021,
+Section 3.3) and XR-Transformer's TFN+MAN (Zhang et al., NeurIPS 2021, 4.2).
+
+A node's path score is the sum of ``log sigmoid`` of its own and its
+ancestors' scores (the product of probabilities of CascadeXML/LightXML at
+prediction); the beam keeps the best path scores.  The loss of a level is
+binary cross-entropy over its shortlist, summed over candidates and averaged
+over the valid points of the batch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jxmc.nn import negatives as neg
+from jxmc.nn.encoder import BertConfig, BertEncoder
+from jxmc.nn.heads import score_dense, score_shortlist
+from jxmc.nn.topk import top_k
+from jxmc.types import TopK
+
+
+class Spec(NamedTuple):
+    """Static description of the network (hashable; a ``jit`` static argument).
+
+    Attributes:
+      encoder: the encoder architecture.
+      branching: ``(B_1, ..., B_D)``.
+      layers: per level, the encoder layers (0-based) whose [CLS] are
+        concatenated; ``()`` uses the mean-pooled last layer.
+      beam: level-``t`` nodes whose children form the level-``t + 1`` shortlist.
+      dropout: dropout on the representations in training.
+      dtype: compute dtype name (``"float32"`` or ``"bfloat16"``).
+    """
+
+    encoder: BertConfig
+    branching: tuple[int, ...]
+    layers: tuple[tuple[int, ...], ...]
+    beam: int
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+
+class Level(NamedTuple):
+    """Attributes: ``ids: i32[n, c]`` level nodes (-1 padded), ``scores: f32[n, c]``
+    their logits, ``logp: f32[n, c]`` their path scores (``-inf`` at padding)."""
+
+    ids: jax.Array
+    scores: jax.Array
+    logp: jax.Array
+
+
+def _representation(out, layers, dtype):
+    if not layers:
+        return out.mean.astype(dtype)
+    return jnp.concatenate([out.cls[:, i] for i in layers], axis=-1).astype(dtype)
+
+
+def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, spec: Spec,
+            upto: int | None = None, positives: tuple | None = None,
+            rng: jax.Array | None = None) -> list[Level]:
+    """Scores levels ``1 .. upto`` (default ``D``) for a batch of token ids.
+
+    Args:
+      params: ``{"encoder": ..., "heads": {"level_t": {"w", "b"[, "proj_w", "proj_b"]}}}``.
+      ids, mask: i32[n, s] tokens and attention mask.
+      perm: i32[K_D] label at each leaf position, -1 for padding leaves.
+      positives: per level, i32[n, m_t] positive nodes (training: the positive
+        level-``t - 1`` nodes join the beam whose children are level ``t``'s shortlist).
+      rng: a PRNG key enables dropout (training); None is deterministic.
+
+    Returns:
+      One :class:`Level` per level.
+    """
+    dtype = jnp.dtype(spec.dtype)
+    train = rng is not None
+    rngs = {}
+    if train:
+        rng, r_enc = jax.random.split(rng)
+        rngs = {"dropout": r_enc}
+    out = BertEncoder(spec.encoder, dtype).apply({"params": params["encoder"]}, ids, mask,
+                                                 deterministic=not train, rngs=rngs)
+    D = len(spec.branching) if upto is None else upto
+    n = ids.shape[0]
+    levels: list[Level] = []
+    for t in range(1, D + 1):
+        x = _representation(out, spec.layers[t - 1], dtype)
+        if train and spec.dropout > 0:
+            rng, r = jax.random.split(rng)
+            keep = jax.random.bernoulli(r, 1.0 - spec.dropout, x.shape)
+            x = jnp.where(keep, x / (1.0 - spec.dropout), 0).astype(dtype)
+        head = params["heads"][f"level_{t}"]
+        if "proj_w" in head:
+            x = (x @ head["proj_w"].astype(dtype) + head["proj_b"]).astype(dtype)
+        B = spec.branching[t - 1]
+        if t == 1:
+            cand = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32), (n, B))
+            s = score_dense(head, x)
+            parent_logp = jnp.zeros((n, B), jnp.float32)
+        else:
+            prev = levels[-1]
+            width = min(spec.beam, prev.ids.shape[1])
+            lp, j = top_k(jax.lax.stop_gradient(prev.logp), width)
+            par = jnp.where(jnp.isfinite(lp), jnp.take_along_axis(prev.ids, j, axis=1), -1)
+            if positives is not None:  # the positive level-(t-1) nodes join the beam
+                par = jnp.concatenate([par, positives[t - 2]], axis=1)
+            par = neg.dedupe(par)
+            eq = (par[:, :, None] == prev.ids[:, None, :]) & (par[:, :, None] >= 0)
+            plp = jnp.max(jnp.where(eq, jax.lax.stop_gradient(prev.logp)[:, None, :], -jnp.inf), -1)
+            cand = neg.children(par, B)
+            parent_logp = jnp.repeat(plp, B, axis=1)
+            s = score_shortlist(head, x, cand)
+        if t == len(spec.branching):
+            cand = jnp.where((cand >= 0) & (perm[jnp.maximum(cand, 0)] >= 0), cand, -1)
+        s = jnp.where(cand >= 0, s, -jnp.inf)
+        logp = jnp.where(cand >= 0, parent_logp + jax.nn.log_sigmoid(s), -jnp.inf)
+        levels.append(Level(cand, s, logp))
+    return levels
+
+
+def level_loss(level: Level, positives: jax.Array, valid: jax.Array) -> jax.Array:
+    """Binary cross-entropy over a level's shortlist: f32[] (sum over candidates,
+    mean over ``valid: bool[n]`` points)."""
+    y = neg.hits(level.ids, positives).astype(jnp.float32)
+    ok = (level.ids >= 0) & valid[:, None]
+    bce = optax.sigmoid_binary_cross_entropy(jnp.where(ok, level.scores, 0.0), y)
+    return jnp.sum(jnp.where(ok, bce, 0.0)) / jnp.maximum(valid.sum(), 1)
+
+
+def loss_fn(params, batch: dict, rng, perm, *, spec: Spec, train_levels: tuple[int, ...]):
+    """``(loss: f32[], metrics)``: summed BCE of ``train_levels`` (1-based)."""
+    levels = forward(params, batch["ids"], batch["mask"], perm, spec=spec,
+                     upto=max(train_levels), positives=batch["pos"], rng=rng)
+    losses = {f"loss_{t}": level_loss(levels[t - 1], batch["pos"][t - 1], batch["valid"])
+              for t in train_levels}
+    return sum(losses.values()), losses
+
+
+def predict_topk(params, ids, mask, perm, *, spec: Spec, k: int) -> TopK:
+    """Top-``k`` labels (``ids: i32[n, k]``, ``scores: f32[n, k]`` = path probabilities)."""
+    last = forward(params, ids, mask, perm, spec=spec)[-1]
+    width = min(k, last.ids.shape[1])
+    lp, j = top_k(last.logp, width)
+    pos = jnp.take_along_axis(last.ids, j, axis=1)
+    lab = jnp.where(jnp.isfinite(lp) & (pos >= 0), perm[jnp.maximum(pos, 0)], -1)
+    sc = jnp.where(lab >= 0, jnp.exp(lp), -jnp.inf)
+    if width < k:
+        lab = jnp.pad(lab, ((0, 0), (0, k - width)), constant_values=-1)
+        sc = jnp.pad(sc, ((0, 0), (0, k - width)), constant_values=-jnp.inf)
+    return TopK(lab, sc)

@@ -1,0 +1,72 @@
+"""The epoch loop: progress bars, a checkpoint after every epoch, resume.
+
+Checkpoints hold ``{"epoch": i32[], "leaves": {"00000": ..., ...}}``: the
+flattened :class:`jxmc.train.step.TrainState` (so optax's named tuples need
+no special handling) and the number of epochs completed, counted over every
+phase of a method.  Re-running with the same checkpoint folder restores the
+latest one and continues from the next epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+
+def save_state(ckpt, epoch: int, state) -> None:
+    leaves = jax.tree_util.tree_leaves(state)
+    ckpt.save(epoch, {"epoch": np.asarray(epoch, np.int32),
+                      "leaves": {f"{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}})
+
+
+def restore_state(ckpt, like):
+    """``(epochs_done, state)`` from the latest checkpoint, or ``(0, like)``."""
+    if ckpt is None or ckpt.latest_step() is None:
+        return 0, like
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    target = {"epoch": np.asarray(0, np.int32),
+              "leaves": {f"{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}}
+    _, saved = ckpt.restore(like=target)
+    restored = [saved["leaves"][f"{i:05d}"] for i in range(len(leaves))]
+    return int(saved["epoch"]), jax.tree_util.tree_unflatten(treedef, restored)
+
+
+def run_epochs(state, step_fn: Callable, batches: Callable[[int], Iterable], *,
+               n_batches: int, epochs: tuple[int, int], ckpt=None, ckpt_offset: int = 0,
+               progress: bool = True, desc: str = "train", points: int = 0):
+    """Runs epochs ``epochs[0] .. epochs[1] - 1`` of one phase.
+
+    Args:
+      state: the train state; step_fn: the jitted step.
+      batches: ``epoch -> iterable of batches`` (fixed shapes).
+      n_batches: batches per epoch (for the bar).
+      ckpt: a :class:`jxmc.checkpoint.TrainCheckpoints`; after each epoch the
+        state is saved as step ``ckpt_offset + epoch + 1``.
+      points: training points (for the throughput shown).
+
+    Returns:
+      ``(state, last metrics as floats)``.
+    """
+    metrics = {}
+    for epoch in range(*epochs):
+        bar = tqdm(total=n_batches, desc=f"{desc} epoch {epoch + 1}/{epochs[1]}",
+                   disable=not progress, leave=False, mininterval=2.0)
+        t0 = time.perf_counter()
+        for i, batch in enumerate(batches(epoch)):
+            state, m = step_fn(state, batch)
+            if i % 10 == 0 or i == n_batches - 1:
+                metrics = {k: float(v) for k, v in m.items()}
+                rate = points * (i + 1) / n_batches / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", docs_s=f"{rate:.1f}")
+            bar.update(1)
+        bar.close()
+        if progress:
+            print(f"{desc}: epoch {epoch + 1}/{epochs[1]} loss {metrics.get('loss', float('nan')):.4f}"
+                  f" ({time.perf_counter() - t0:.1f} s)", flush=True)
+        if ckpt is not None:
+            save_state(ckpt, ckpt_offset + epoch + 1, state)
+    return state, metrics

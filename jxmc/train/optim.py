@@ -1,0 +1,49 @@
+"""The optimizer of the transformer methods: AdamW, warm-up then linear decay,
+separate learning rates for the encoder and the heads, global-norm clipping.
+
+As in BERT fine-tuning (Devlin et al., NAACL 2019, Appendix A.3) and LightXML /
+CascadeXML (encoder ~1e-5..1e-4, classifiers ~1e-3..1e-2).  Biases and
+LayerNorm scales (1-d parameters) get no weight decay.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def warmup_linear(peak: float, total_steps: int, warmup_steps: int) -> optax.Schedule:
+    """0 -> ``peak`` over ``warmup_steps``, then linearly to 0 at ``total_steps``."""
+    warmup_steps = max(1, min(warmup_steps, total_steps))
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup_steps),
+         optax.linear_schedule(peak, 0.0, max(1, total_steps - warmup_steps))],
+        [warmup_steps])
+
+
+def make_optimizer(*, lr_encoder: float, lr_heads: float, total_steps: int,
+                   warmup_steps: int = 0, weight_decay: float = 0.01,
+                   clip_norm: float = 1.0) -> optax.GradientTransformation:
+    """AdamW over ``{"encoder": ..., "heads": ...}`` params (any other top-level key
+    is treated as a head).
+
+    Raises:
+      ValueError: ``total_steps < 1``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+
+    def decay_mask(p):
+        return jax.tree_util.tree_map(lambda a: a.ndim > 1, p)
+
+    def adamw(lr):
+        return optax.adamw(warmup_linear(lr, total_steps, warmup_steps),
+                           weight_decay=weight_decay, mask=decay_mask)
+
+    def labels(p):
+        return {key: jax.tree_util.tree_map(lambda _, k=key: "encoder" if k == "encoder"
+                                            else "heads", sub) for key, sub in p.items()}
+
+    return optax.chain(optax.clip_by_global_norm(clip_norm),
+                       optax.multi_transform({"encoder": adamw(lr_encoder),
+                                              "heads": adamw(lr_heads)}, labels))

@@ -1,0 +1,104 @@
+"""The jitted train step: compiles once, learns, and the optimizer's schedule."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jxmc.nn import cascade
+from jxmc.nn.encoder import BertConfig, init_params
+from jxmc.nn.heads import init_table
+from jxmc.train.data import batches, collapse, level_positives, padded_rows
+from jxmc.train.optim import make_optimizer, warmup_linear
+from jxmc.train.step import init_state, make_train_step
+from jxmc.tree.label_tree import LabelTree
+
+BERT = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=32, max_position_embeddings=8, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)
+
+
+def _setup(n=24):
+    rng = np.random.default_rng(0)
+    import scipy.sparse as sp
+
+    tree = LabelTree(np.array([3, 0, 5, 1, 4, 2, 6, -1], np.int32), (2, 2, 2))
+    Y = sp.csr_matrix((rng.random((n, 7)) < 0.3).astype(np.float32))
+    ids = rng.integers(5, 30, size=(n, 8)).astype(np.int32)
+    arrays = {"ids": ids, "mask": np.ones_like(ids), "pos": level_positives(Y, tree, 4)}
+    spec = cascade.Spec(BERT, tree.branching, ((0,), (1,), (1,)), beam=1, dropout=0.1)
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    params = {"encoder": init_params(BERT, jax.random.PRNGKey(0)),
+              "heads": {f"level_{t}": init_table(keys[t - 1], K, 16)
+                        for t, K in enumerate(tree.level_sizes(), 1)}}
+    return tree, arrays, spec, params
+
+
+def test_step_compiles_once_and_learns():
+    tree, arrays, spec, params = _setup()
+    tx = make_optimizer(lr_encoder=1e-3, lr_heads=1e-2, total_steps=30, warmup_steps=2)
+    traces = []
+
+    def loss(p, b, r):
+        traces.append(1)
+        return cascade.loss_fn(p, b, r, jnp.asarray(tree.perm), spec=spec, train_levels=(1, 2, 3))
+
+    step = make_train_step(loss, tx)
+    state = init_state(params, tx, 0)
+    losses = []
+    for epoch in range(5):
+        for b in batches(arrays, 8, epoch=epoch):
+            state, m = step(state, b)
+            losses.append(float(m["loss"]))
+    assert len(traces) == 1 and step._cache_size() == 1
+    assert int(state.step) == 15
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert set(m) >= {"loss", "loss_1", "loss_3", "grad_norm"}
+
+
+def test_schedule_and_labels():
+    s = warmup_linear(1.0, 10, 2)
+    assert float(s(0)) == 0.0 and float(s(2)) == pytest.approx(1.0) and float(s(10)) == 0.0
+    with pytest.raises(ValueError):
+        make_optimizer(lr_encoder=1e-3, lr_heads=1e-2, total_steps=0)
+    # a zero encoder learning rate leaves the encoder untouched, the heads move
+    tree, arrays, spec, params = _setup()
+    tx = make_optimizer(lr_encoder=0.0, lr_heads=1e-2, total_steps=4)
+    params = jax.tree_util.tree_map(np.asarray, params)
+    loss = functools.partial(cascade.loss_fn, perm=jnp.asarray(tree.perm), spec=spec,
+                             train_levels=(1,))
+    step = make_train_step(lambda p, b, r: loss(p, b, r), tx)
+    state = init_state(params, tx, 0)
+    for b in batches(arrays, 8, epoch=0):  # the first step has learning rate 0 (warm-up)
+        state = step(state, b)[0]
+    enc0 = jax.tree_util.tree_leaves(params["encoder"])
+    for a, b in zip(enc0, jax.tree_util.tree_leaves(state.params["encoder"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(state.params["heads"]["level_1"]["w"], params["heads"]["level_1"]["w"])
+
+
+def test_data_helpers():
+    import scipy.sparse as sp
+
+    M = sp.csr_matrix(np.array([[0, 1, 1, 1], [0, 0, 0, 0]], np.float32))
+    assert padded_rows(M, 2).tolist() == [[1, 2], [-1, -1]]
+    tree = LabelTree(np.arange(8, dtype=np.int32), (2, 2, 2))
+    assert collapse(tree, 2).branching == (4, 2) and collapse(tree, 5) is tree
+    bs = list(batches({"ids": np.zeros((5, 3), np.int32), "mask": np.ones((5, 3), np.int32)}, 2,
+                      epoch=None))
+    assert len(bs) == 3 and bs[-1]["valid"].tolist() == [True, False]
+
+
+def test_shortlists_in_forward_hold_positives():
+    tree, arrays, spec, params = _setup()
+    b = next(batches(arrays, 8, epoch=0))
+    levels = cascade.forward(params, b["ids"], b["mask"], jnp.asarray(tree.perm), spec=spec,
+                             positives=b["pos"], rng=jax.random.PRNGKey(0))
+    from jxmc.nn.negatives import hits
+
+    for lv, pos in zip(levels, b["pos"], strict=True):
+        assert bool(jnp.all(hits(jnp.asarray(pos), lv.ids) | (pos < 0)))
