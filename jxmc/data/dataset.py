@@ -12,7 +12,9 @@
   (``{train,test}_texts.txt`` and ``{train,test}_labels.txt``): TF-IDF is fitted
   on the training texts (:mod:`jxmc.data.tfidf`); the label vocabulary is the
   sorted training label names; test labels unseen in training are appended as
-  extra columns of ``test.Y`` (they stay in the ground truth).
+  extra columns of ``test.Y`` (they stay in the ground truth);
+* ``"tfds:NAME[:VERSION][@DATA_DIR]"``: a dataset prepared by the TFDS builders
+  (:func:`jxmc.data.tfds.load_tfds`; needs ``pip install 'jxmc[tfds]'``).
 
 The layout is recognised from the file names; a folder matching none raises
 :class:`jxmc.errors.DataError` that lists what was looked for.
@@ -137,6 +139,10 @@ def load_dataset(spec: str | None = None, *, normalise: bool = True,
         Xtr, Ytr, Xte, Yte = synthetic.generate(config)
         return Dataset("synthetic", "synthetic", Split(Xtr, Ytr), Split(Xte, Yte),
                        source=spec or "synthetic")
+    if spec.startswith("tfds:"):
+        from jxmc.data.tfds import load_tfds  # needs the optional tensorflow-datasets
+
+        return load_tfds(spec, normalise=normalise, tfidf=tfidf)
     folder = os.path.normpath(spec)
     name = os.path.basename(folder)
     layout = detect_layout(folder)

@@ -41,6 +41,10 @@ def read_test_split(spec: str | None, model):
         _, _, X, Y = synthetic.generate(synthetic.parse_spec(spec or "synthetic"))
         _check_width(spec or "synthetic", X, n_features)
         return X, Y, None, None
+    if spec.startswith("tfds:"):
+        from jxmc.data.tfds import read_tfds_test_split  # needs the optional tensorflow-datasets
+
+        return read_tfds_test_split(spec, model)
     folder = os.path.normpath(spec)
     layout = detect_layout(folder)
     if layout == "text":
@@ -74,7 +78,7 @@ def read_predict_inputs(path: str, model) -> tuple[sp.csr_matrix, list[str] | No
     Raises:
       DataError: unreadable input, or input that does not fit the model.
     """
-    if path.startswith("synthetic") or os.path.isdir(path):
+    if path.startswith(("synthetic", "tfds:")) or os.path.isdir(path):
         X, _, _, texts = read_test_split(path, model)
         return X, texts
     if model.featurizer is not None:
