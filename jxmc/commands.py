@@ -144,8 +144,9 @@ def evaluate(args) -> int:
     X, Y, _, texts = read_test_split(args.data, model)
     topk = _predict(method, model.params, X, texts, config, max(KS))
     counts = _label_counts(model, Y.shape[1])
-    A, B = _ab(args, model.manifest["data"]["name"] if args.data is None else os.path.basename(
-        os.path.normpath(args.data)))
+    named_by_folder = args.data is not None and os.path.isdir(args.data)
+    A, B = _ab(args, os.path.basename(os.path.normpath(args.data)) if named_by_folder
+               else model.manifest["data"]["name"])
     result = _metrics(topk.ids, Y, counts, model.manifest["data"]["n_train"], A, B)
     if args.json:
         print(json_metrics(result))

@@ -15,6 +15,12 @@ from jxmc.models.base import Method
 METHODS: dict[str, str] = {
     "ovr": "jxmc.models.ovr",
     "xr-linear": "jxmc.models.xr_linear",
+    "plst": "jxmc.models.plst",
+    "cplst": "jxmc.models.cplst",
+    "leml": "jxmc.models.leml",
+    "cascadexml": "jxmc.models.cascadexml",
+    "xr-transformer": "jxmc.models.xr_transformer",
+    "lightxml": "jxmc.models.lightxml",
 }
 
 
