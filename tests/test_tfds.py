@@ -41,29 +41,47 @@ def assert_same_dataset(got, ref) -> None:
 
 # ------------------------------------------------------------------ bibtex from ../shared/data
 
+# Runs in a fresh interpreter in which TensorFlow cannot be found, installed or not: every
+# meta-path finder is wrapped so that ``tensorflow`` and its submodules are not found (a
+# ``sys.modules["tensorflow"] = None`` block would not do: TFDS reads that entry as "TF loaded").
 BUILD_WITHOUT_TF = textwrap.dedent("""
-    import json, sys
+    import importlib.util, json, sys
+
+    class HideTensorFlow:
+        def __init__(self, finder):
+            self.finder = finder
+        def __getattr__(self, name):
+            return getattr(self.finder, name)
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow" or name.startswith("tensorflow."):
+                return None
+            return self.finder.find_spec(name, path, target)
+
+    sys.meta_path[:] = [HideTensorFlow(f) for f in sys.meta_path]
+    assert importlib.util.find_spec("tensorflow") is None
     from jxmc.data import tfds as jt
     spec = jt.build("bibtex", source_dir=sys.argv[1], data_dir=sys.argv[2])
     ds = jt.load_tfds(spec)
     import tensorflow_datasets as tfds
     plain = tfds.data_source("xc_repository/bibtex", data_dir=sys.argv[2])
-    print(json.dumps({"spec": spec, "tf_imported": "tensorflow" in sys.modules,
-                      "n": [ds.train.X.shape[0], ds.test.X.shape[0]],
+    print(json.dumps({"spec": spec, "n": [ds.train.X.shape[0], ds.test.X.shape[0]],
+                      "tf_modules": [m for m in sys.modules
+                                     if m == "tensorflow" or m.startswith("tensorflow.")],
                       "plain": [len(plain["train"]), len(plain["test"])]}))
 """)
 
 
 def test_bibtex_through_tfds_without_tensorflow(tmp_path):
-    """Builds bibtex from ../shared/data in a fresh interpreter that must never import
-    TensorFlow, then reads it back: exactly what the XC loader reads, as padded rows."""
+    """Builds bibtex from ../shared/data in a fresh interpreter where TensorFlow cannot be
+    imported (hidden even if installed) and reads it back with jxmc and with plain TFDS; then
+    checks, here, that it is exactly what the XC loader reads, as padded rows."""
     folder = shared_dataset("bibtex")
     data_dir = tmp_path / "tfds"
     r = subprocess.run([sys.executable, "-c", BUILD_WITHOUT_TF, str(folder), str(data_dir)],
                        capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["tf_imported"] is False
+    assert out["tf_modules"] == []
     assert out["n"] == [4880, 2515] and out["plain"] == [4880, 2515]
     assert out["spec"] == f"tfds:xc_repository/bibtex@{data_dir}"
     files = sorted(os.listdir(data_dir / "xc_repository" / "bibtex" / "1.0.0"))
@@ -201,6 +219,48 @@ def test_max_nnz_caps_rows_keeping_the_largest_values(tmp_path):
     expected.sort_indices()
     assert_same_csr(Xtr, expected)
     assert_same_csr(Ytr, Y[:20])  # labels are never capped
+
+
+ISSUE_SETS = ("EURLex-4K", "Wiki10-31K", "AmazonCat-13K", "Wiki-500K", "Amazon-670K", "Amazon-3M",
+              "Bibtex", "Delicious", "Mediamill")
+
+
+def test_every_xc_set_has_a_config_whose_documented_files_are_recognised(tmp_path):
+    """Each set gets a predefined config, and a folder holding small files under the names
+    its download uses (``XC_DATASETS[...].files``) reads back as the XC reader reads them."""
+    from jxmc.data.tfds_builders import XcRepository, read_xc_source
+
+    keys = [jt.config_name(name) for name in ISSUE_SETS]
+    assert sorted(keys) == sorted(jt.XC_DATASETS)
+    assert sorted(c.name for c in XcRepository.BUILDER_CONFIGS) == sorted(keys)
+    X, Y = _small_xc(seed=6)
+    for key in keys:
+        info = jt.XC_DATASETS[key]
+        files = [f.strip() for f in info.files.split(",")]
+        assert all(f in jt.download_hint(key) for f in files) and info.title in jt.download_hint(key)
+        folder = tmp_path / key
+        folder.mkdir()
+        if len(files) == 3:  # NAME_data.txt + NAME_trSplit.txt + NAME_tstSplit.txt
+            xc.write_xc(folder / files[0], X, Y)
+            (folder / files[1]).write_text("".join(f"{i + 1} {30 - i}\n" for i in range(20)))
+            (folder / files[2]).write_text("".join(f"{i + 1} {30 - i}\n" for i in range(20, 30)))
+        else:  # PREFIX_train.txt + PREFIX_test.txt
+            xc.write_xc(folder / files[0], X[:20], Y[:20])
+            xc.write_xc(folder / files[1], X[20:], Y[20:])
+        src = read_xc_source(folder)
+        assert sorted(src.files) == sorted(files)
+        assert_same_csr(src.train.X, X[:20])
+        assert_same_csr(src.test.Y, Y[20:])
+    with pytest.raises(DataError, match="source folder not found; .*amazon-3M_train.txt"):
+        jt.build("Amazon-3M", source_dir=tmp_path / "missing", data_dir=tmp_path / "d")
+
+
+def test_sources_command_lists_every_set(capsys):
+    assert jt.main(["sources"]) == 0
+    out = capsys.readouterr().out
+    assert jt.XC_URL in out and jt.TEXT_URL in out
+    for info in jt.XC_DATASETS.values():
+        assert f" {info.title} " in out and info.files in out
 
 
 def test_published_sizes_are_checked_for_known_sets(tmp_path):

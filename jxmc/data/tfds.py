@@ -51,6 +51,8 @@ random splits; the first column is used unless ``split_index`` says otherwise).
 Files may stay ``.gz`` / ``.xz`` / ``.bz2`` compressed.  Raw-text versions of the
 same sets are distributed by AttentionXML (https://github.com/yourh/AttentionXML,
 "Datasets") and LightXML; build them with ``--kind text``.
+``python -m jxmc.data.tfds sources`` prints, per set, its sizes and the files to
+download (:func:`download_hint`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ __all__ = [
     "XcDataset",
     "build",
     "data_source",
+    "download_hint",
     "default_data_dir",
     "iterate_tfds_batches",
     "load_tfds",
@@ -87,6 +90,8 @@ __all__ = [
 ]
 
 XC_URL = "http://manikvarma.org/downloads/XC/XMLRepository.html"
+#: Raw text of EURLex-4K, Wiki10-31K, AmazonCat-13K, Wiki-500K, Amazon-670K and Amazon-3M.
+TEXT_URL = "https://github.com/yourh/AttentionXML"
 
 #: The TFDS builders: sparse XC data and raw text.
 BUILDERS = ("xc_repository", "xmc_text")
@@ -270,6 +275,24 @@ def resolve(spec: str | TfdsSpec) -> str:
     return hits[0]
 
 
+def download_hint(name: str, kind: str = "xc") -> str:
+    """One line saying where the source files of ``name`` come from.
+
+    ``name`` is any data set name (:func:`config_name`); an XC-repository set is
+    named with its title and the files of its download, other names get the
+    general instructions of their ``kind`` (``"xc"`` or ``"text"``).
+    """
+    key = config_name(name)
+    if kind == "text":
+        return (f"a raw-text folder ({{train,test}}_texts.txt, {{train,test}}_labels.txt); the XC "
+                f"sets' raw text is linked from {TEXT_URL} (\"Datasets\")")
+    info = XC_DATASETS.get(key)
+    if info is None:
+        return f"a folder in an XC layout (e.g. train.txt + test.txt); sets from {XC_URL}"
+    return (f"{info.title}: the \"BoW Features\" download of {XC_URL}, unpacked "
+            f"({info.files})")
+
+
 def build(name: str, *, source_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
           kind: str = "xc", max_nnz: int | None = None, split_index: int = 0,
           overwrite: bool = False) -> str:
@@ -310,6 +333,8 @@ def build(name: str, *, source_dir: str | os.PathLike, data_dir: str | os.PathLi
     cname = base + (f"_z{max_nnz}" if max_nnz else "")
     cname += f"_split{split_index}" if split_index else ""
     origin = os.fspath(source_dir)
+    if not os.path.isdir(origin):
+        raise DataError(origin, None, f"source folder not found; expected {download_hint(base, kind)}")
     if kind == "xc":
         bname = "xc_repository"
         if cname in tb.XcRepository.builder_configs:
@@ -575,7 +600,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--overwrite", action="store_true", help="rebuild if already prepared")
     i = sub.add_parser("info", help="describe a prepared dataset")
     i.add_argument("spec", help="tfds:NAME[:VERSION][@DATA_DIR]")
+    sub.add_parser("sources", help="list the XC sets, their sizes and where to download them")
     args = p.parse_args(argv)
+    if args.command == "sources":
+        print(f"Download a set's \"BoW Features\" from {XC_URL}, unpack it and pass the folder "
+              "as --source-dir.")
+        print(f"{'NAME':14} {'title':14} {'d':>9} {'L':>9} {'train':>9} {'test':>8}  files")
+        for key, info in XC_DATASETS.items():
+            print(f"{key:14} {info.title:14} {info.n_features:9d} {info.n_labels:9d} "
+                  f"{info.n_train:9d} {info.n_test:8d}  {info.files}")
+        print(f"Raw text (--kind text): {download_hint('any', 'text')}.")
+        return 0
     from jxmc.errors import JxmcError
 
     try:

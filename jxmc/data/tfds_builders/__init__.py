@@ -71,6 +71,11 @@ Recognised layouts, tried in this order:
       of one random train/test split; config field `split_index` picks the column)
 """
 
+#: The recognised XC layouts, for one-line error messages.
+XC_LAYOUTS = ("train.txt + test.txt; trn_X_Xf.txt + trn_X_Y.txt + tst_X_Xf.txt + tst_X_Y.txt; "
+              "PREFIX_train.txt + PREFIX_test.txt; NAME_data.txt + NAME_trSplit.txt + "
+              "NAME_tstSplit.txt (each plain, .gz, .xz or .bz2)")
+
 TEXT_INSTRUCTIONS = """\
 A folder in the raw-text layout of AttentionXML / LightXML / CascadeXML:
 {train,test}_texts.txt (one document per line) and {train,test}_labels.txt
@@ -180,7 +185,8 @@ def read_xc_source(folder: str | os.PathLike, *, split_index: int = 0) -> XcSour
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
-        raise DataError(folder, None, "source folder not found\n" + XC_INSTRUCTIONS)
+        raise DataError(folder, None, f"source folder not found; download the set's \"BoW "
+                        f"Features\" from {XC_HOMEPAGE} and unpack it there")
     tr_path, te_path = find_file(folder, "train.txt"), find_file(folder, "test.txt")
     split_files = [find_file(folder, s) for s in ("trn_X_Xf.txt", "trn_X_Y.txt", "tst_X_Xf.txt",
                                                   "tst_X_Y.txt")]
@@ -205,7 +211,7 @@ def read_xc_source(folder: str | os.PathLike, *, split_index: int = 0) -> XcSour
         tr = _rows(data, _read_split_column(group["trsplit"], split_index, n))
         te = _rows(data, _read_split_column(group["tstsplit"], split_index, n))
     else:
-        raise DataError(folder, None, "no XC data set layout recognised\n" + XC_INSTRUCTIONS)
+        raise DataError(folder, None, f"no XC data set layout recognised; expected {XC_LAYOUTS}")
     if te.X.shape[1] != tr.X.shape[1]:
         raise DataError(used[-1], 1,
                         f"test has {te.X.shape[1]} features but train has {tr.X.shape[1]}")
@@ -425,8 +431,9 @@ class XmcText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         folder = self._source_dir
         paths = [find_file(folder, f"{split}_{part}.txt") for part in ("texts", "labels")]
         if not all(paths):
-            raise DataError(folder, None, f"{split}_texts.txt / {split}_labels.txt not found\n"
-                            + TEXT_INSTRUCTIONS)
+            raise DataError(folder, None, f"{split}_texts.txt / {split}_labels.txt not found (a "
+                            "raw-text folder holds {train,test}_texts.txt and "
+                            "{train,test}_labels.txt)")
         return text.read_text_split(*paths)
 
     def _split_generators(self, dl_manager):
