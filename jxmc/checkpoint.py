@@ -7,6 +7,9 @@ Two uses:
   the same model directory resumes from the last saved step.
 * :func:`save_params` / :func:`load_params`: the final parameters of a model
   (``<model-dir>/params``), a pytree of arrays.
+* :func:`save_sharded` / :func:`restore_sharded`: a pytree of global arrays laid
+  out on a device mesh (:mod:`jxmc.sharding`), saved shard by shard and restored
+  onto another mesh (more or fewer devices, another layout).
 
 orbax writes each checkpoint into a temporary folder and renames it when
 complete, so an interrupted save never leaves a half-written step behind.
@@ -95,3 +98,21 @@ def load_params(directory: str | os.PathLike) -> Any:
     directory = os.path.abspath(os.fspath(directory))
     with ocp.StandardCheckpointer() as ckptr:
         return _to_numpy(ckptr.restore(directory))
+
+
+def save_sharded(directory: str | os.PathLike, tree: Any) -> None:
+    """Writes a pytree of global (sharded, possibly multi-process) jax arrays to
+    ``directory`` (replaced if present); each process writes its own shards."""
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.abspath(os.fspath(directory)), tree, force=True)
+        ckptr.wait_until_finished()
+
+
+def restore_sharded(directory: str | os.PathLike, like: Any) -> Any:
+    """Reads :func:`save_sharded`'s tree in the layout of ``like``: a pytree of
+    ``jax.ShapeDtypeStruct`` with shardings (:func:`jxmc.sharding.abstract`) or of
+    global arrays, on any mesh; each device reads only its own slices."""
+    target = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like)
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(os.path.abspath(os.fspath(directory)), target)

@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-len", type=int, default=None, help="transformer methods: tokens per text")
     t.add_argument("--batch-size", type=int, default=None, help="points per training step")
     _add_ab(t)
+    _add_mesh(t)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     pr = sub.add_parser("predict", help="write the top-k labels of each input point")
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--model-dir", required=True)
     pr.add_argument("--top-k", type=int, default=10)
     pr.add_argument("--out", required=True, help="output file: one line per point, 'label:score' pairs")
+    _add_mesh(pr)
 
     e = sub.add_parser("evaluate", help="metrics of a model on a dataset's test split")
     e.add_argument("--data", default=None, help="dataset folder, or 'synthetic[...]' (default)")
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
 def _add_ab(p: argparse.ArgumentParser) -> None:
     p.add_argument("--A", type=float, default=None, help="propensity A (default: by dataset, 0.55)")
     p.add_argument("--B", type=float, default=None, help="propensity B (default: by dataset, 1.5)")
+
+
+def _add_mesh(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mesh", default=None, metavar="data=D,model=M",
+                   help="run on a device mesh: the batch split D ways, label tables M ways "
+                        "(D*M = the devices; see README 'Scale-out')")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,30 @@ def _accepts_texts(fn) -> bool:
     return "texts" in inspect.signature(fn).parameters
 
 
+def _mesh(args):
+    """The ``--mesh`` mesh, or None; multi-host start-up (``JXMC_COORDINATOR_ADDRESS``...)
+    comes first, before anything else runs on JAX."""
+    if getattr(args, "mesh", None) is None:
+        return None
+    from jxmc import sharding
+
+    sharding.initialize_from_env()
+    return sharding.mesh_from_string(args.mesh)
+
+
+def _mesh_kwargs(fn, mesh, who: str) -> dict:
+    """``{"mesh": mesh}`` for a function that takes one; a one-device mesh is dropped
+    for one that does not, a larger one refused."""
+    if mesh is None:
+        return {}
+    if "mesh" in inspect.signature(fn).parameters:
+        return {"mesh": mesh}
+    if mesh.size > 1:
+        raise ConfigError(f"{who} does not run on a device mesh; --mesh asks for {mesh.size} "
+                          f"devices (leave --mesh out, or use data=1,model=1)")
+    return {}
+
+
 def _flag_overrides(args) -> list[str]:
     """``--epochs`` etc. as ``key=value`` overrides (they apply to methods that have the field)."""
     flags = {"encoder": args.encoder, "epochs": args.epochs, "max_len": args.max_len,
@@ -62,6 +86,9 @@ def _flag_overrides(args) -> list[str]:
 def train(args) -> int:
     method = get_method(args.method or DEFAULT_METHOD)
     config = parse_overrides(method.Config, _flag_overrides(args) + args.overrides)
+    mesh = _mesh(args)
+    fit_mesh = _mesh_kwargs(method.fit, mesh, f"--method {method.name} training")
+    predict_mesh = _mesh_kwargs(method.predict, mesh, f"--method {method.name} prediction")
     model_dir = args.model_dir
     previous = modeldir.read_manifest(model_dir) if os.path.isdir(model_dir) else None
 
@@ -86,7 +113,7 @@ def train(args) -> int:
         t1 = time.perf_counter()
         extra_args = {"texts": ds.train.texts} if _accepts_texts(method.fit) else {}
         params = method.fit(ds.train.X, ds.train.Y, config, seed=args.seed, ckpt=ckpt,
-                            progress=not args.no_progress, **extra_args)
+                            progress=not args.no_progress, **extra_args, **fit_mesh)
         t_train = time.perf_counter() - t1
         params = dict(params)
         params["train_label_counts"] = ds.label_counts()[: ds.n_labels]
@@ -98,7 +125,8 @@ def train(args) -> int:
 
     model = modeldir.load(model_dir)
     t2 = time.perf_counter()
-    topk = _predict(method, model.params, ds.test.X, ds.test.texts, config, max(KS))
+    topk = _predict(method, model.params, ds.test.X, ds.test.texts, config, max(KS),
+                    **predict_mesh)
     t_pred = time.perf_counter() - t2
     counts = ds.label_counts()
     A, B = _ab(args, ds.name)
@@ -110,10 +138,10 @@ def train(args) -> int:
     return 0
 
 
-def _predict(method, params, X, texts, config, k):
+def _predict(method, params, X, texts, config, k, **mesh):
     if _accepts_texts(method.predict):
-        return method.predict(params, X, config, k=k, texts=texts)
-    return method.predict(params, X, config, k=k)
+        return method.predict(params, X, config, k=k, texts=texts, **mesh)
+    return method.predict(params, X, config, k=k, **mesh)
 
 
 def _load_model(model_dir: str):
@@ -126,9 +154,11 @@ def _load_model(model_dir: str):
 def predict(args) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    mesh = _mesh(args)
     model, method, config = _load_model(args.model_dir)
+    predict_mesh = _mesh_kwargs(method.predict, mesh, f"--method {method.name} prediction")
     X, texts = read_predict_inputs(args.data, model)
-    topk = _predict(method, model.params, X, texts, config, args.top_k)
+    topk = _predict(method, model.params, X, texts, config, args.top_k, **predict_mesh)
     names = model.label_names
     with atomic_write(args.out) as f:
         for ids, scores in zip(topk.ids, topk.scores, strict=True):

@@ -15,10 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def table_init(key: jax.Array, rows: int, width: int, *, std: float = 0.02) -> dict:
+    """``{"w": f32[rows, width] ~ N(0, std^2), "b": f32[rows] = 0}``, traceable, so
+    ``jxmc.sharding.create_sharded`` can create a table directly in its sharded layout."""
+    w = jax.random.normal(key, (rows, width), jnp.float32) * jnp.float32(std)
+    return {"w": w, "b": jnp.zeros(rows, jnp.float32)}
+
+
 def init_table(key: jax.Array, rows: int, width: int, *, std: float = 0.02) -> dict:
-    """``{"w": f32[rows, width] ~ N(0, std^2), "b": f32[rows] = 0}`` as numpy arrays."""
-    w = np.asarray(jax.random.normal(key, (rows, width), jnp.float32)) * std
-    return {"w": w.astype(np.float32), "b": np.zeros(rows, np.float32)}
+    """:func:`table_init` as numpy arrays."""
+    return jax.tree_util.tree_map(np.asarray, table_init(key, rows, width, std=std))
 
 
 def score_dense(table: dict, x: jax.Array) -> jax.Array:

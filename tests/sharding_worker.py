@@ -1,0 +1,294 @@
+"""Runs one scale-out scenario in a fresh process with its own device count (the
+tests in ``test_sharding*.py`` start it; pytest does not collect it).
+
+    python tests/sharding_worker.py SCENARIO OUT [options]
+
+``--devices N`` sets ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
+before JAX is imported (the reason this is a separate process), with XLA's CPU
+backend optimisation off: it halves compile times, and every comparison is
+between programs compiled alike.  A scenario
+only computes and writes arrays (``OUT/*.npz``), compiled HLO text and JSON;
+the tests hold the checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _args():
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=["topk", "step", "ckpt-save", "ckpt-restore", "dist"])
+    p.add_argument("out")
+    p.add_argument("--devices", type=int, default=8)
+    p.add_argument("--ckpt", default=None)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
+    return p.parse_args()
+
+
+ARGS = _args()
+os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={ARGS.devices} "
+                           "--xla_backend_optimization_level=0")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if ARGS.scenario == "dist" and ARGS.num_processes > 1:
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    from jxmc import sharding as S
+
+    S.initialize_distributed(f"localhost:{ARGS.port}", ARGS.num_processes, ARGS.process_id,
+                             timeout_s=60)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jxmc import sharding as S  # noqa: E402
+from jxmc.sharded_topk import sharded_table_top_k, sharded_top_k  # noqa: E402
+
+MESHES = ("data=2,model=4", "data=1,model=8", "data=4,model=2", "data=8,model=1")
+
+
+def _flat(tree, prefix: str) -> dict:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return {f"{prefix}{S.path_name(p)}": np.asarray(S.to_host(a)) for p, a in leaves}
+
+
+def topk(out: str) -> None:
+    rng = np.random.default_rng(0)
+    n, L, k = 16, 1000, 5
+    scores = rng.integers(0, 6, (n, L)).astype(np.float32)  # many ties
+    scores[1, :] = 0.0  # a row of equal scores
+    scores[2, 10:] = -np.inf  # fewer finite scores than k
+    res = {"scores": scores}
+    for spec in MESHES:
+        mesh = S.mesh_from_string(spec)
+        placed = jax.device_put(scores, S.scores_sharding(mesh))
+        v, i = sharded_top_k(placed, k, mesh=mesh)
+        res[f"{spec}/values"], res[f"{spec}/ids"] = np.asarray(v), np.asarray(i)
+    mesh = S.mesh_from_string("data=2,model=4")
+    odd = scores[:14, :997]  # neither n nor L splits evenly: padded inside
+    v, i = sharded_top_k(odd, 7, mesh=mesh)
+    res["odd/values"], res["odd/ids"] = np.asarray(v), np.asarray(i)
+    # integer-valued x, w, b: exact dot products, so ties are exact too
+    x = rng.integers(-2, 3, (16, 8)).astype(np.float32)
+    w = rng.integers(-2, 3, (1024, 8)).astype(np.float32)
+    b = rng.integers(-2, 3, 1024).astype(np.float32)
+    res.update(x=x, w=w, b=b)
+    xs = jax.device_put(x, S.batch_sharding(mesh))
+    ws, bs = (jax.device_put(a, S.label_sharding(mesh)) for a in (w, b))
+    for chunk in (None, 48):
+        v, i = sharded_table_top_k(xs, ws, bs, k, mesh=mesh, chunk=chunk)
+        res[f"table{chunk}/values"], res[f"table{chunk}/ids"] = np.asarray(v), np.asarray(i)
+    np.savez(os.path.join(out, "topk.npz"), **res)
+    placed = jax.device_put(scores, S.scores_sharding(mesh))
+    hlo = {
+        "sharded": sharded_top_k.lower(placed, k, mesh=mesh).compile().as_text(),
+        "table": sharded_table_top_k.lower(xs, ws, bs, k, mesh=mesh).compile().as_text(),
+        # the control: XLA's own partitioning of a top-k over the sharded label axis
+        "naive": jax.jit(lambda s: jax.lax.top_k(s, k)).lower(placed).compile().as_text(),
+    }
+    for name, text in hlo.items():
+        with open(os.path.join(out, f"{name}.hlo.txt"), "w") as f:
+            f.write(text)
+    with open(os.path.join(out, "topk.json"), "w") as f:
+        json.dump({"n": n, "L": L, "k": k, "shards": mesh.shape[S.MODEL],
+                   "data": mesh.shape[S.DATA]}, f)
+
+
+def _cascade_setup(n: int = 32):
+    import scipy.sparse as sp
+
+    from jxmc.nn import cascade
+    from jxmc.nn.encoder import BertConfig, init_params
+    from jxmc.nn.heads import init_table
+    from jxmc.train.data import level_positives
+    from jxmc.tree.label_tree import LabelTree
+
+    bert = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=8)
+    rng = np.random.default_rng(0)
+    perm = np.concatenate([rng.permutation(13), -np.ones(3, np.int64)]).astype(np.int32)
+    tree = LabelTree(perm, (4, 2, 2))  # K = 4, 8, 16: every level splits 4 ways
+    Y = sp.csr_matrix((rng.random((n, 13)) < 0.25).astype(np.float32))
+    ids = rng.integers(5, 30, size=(n, 8)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[:, 6:] = rng.integers(0, 2, size=(n, 2))
+    arrays = {"ids": ids, "mask": mask, "pos": level_positives(Y, tree, 4)}
+    spec = cascade.Spec(bert, tree.branching, ((0,), (0,), ()), beam=2, dropout=0.1)
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    params = {"encoder": jax.tree_util.tree_map(np.asarray, init_params(bert, jax.random.PRNGKey(0))),
+              "heads": {f"level_{t}": init_table(keys[t - 1], K, 16)
+                        for t, K in enumerate(tree.level_sizes(), 1)}}
+    return tree, arrays, spec, params
+
+
+def step(out: str) -> None:
+    from jxmc.nn import cascade
+    from jxmc.train.data import batches
+    from jxmc.train.optim import make_optimizer
+    from jxmc.train.step import init_state, make_train_step
+
+    tree, arrays, spec, params = _cascade_setup()
+    perm = jnp.asarray(tree.perm)
+    tx = make_optimizer(lr_encoder=1e-3, lr_heads=1e-2, total_steps=8, warmup_steps=1)
+
+    def loss(p, b, r):
+        return cascade.loss_fn(p, b, r, perm, spec=spec, train_levels=(1, 2, 3))
+
+    def predict(p, b):
+        return cascade.predict_topk(p, b["ids"], b["mask"], perm, spec=spec, k=5)
+
+    res, info = _flat(params, "init/params/"), {}
+    for name in ("single", "data=2,model=4"):
+        train_step = make_train_step(loss, tx)
+        if name == "single":
+            state = init_state(params, tx, 0)
+            run = train_step
+        else:
+            mesh = S.mesh_from_string(name)
+            state = S.init_train_state(params, tx, 0, mesh=mesh)
+            run = S.shard_train_step(train_step, state, mesh)
+            w = state.params["heads"]["level_3"]["w"]
+            info["table_spec"] = str(w.sharding.spec)
+            info["table_shard_shapes"] = [list(s.data.shape) for s in w.addressable_shards]
+            info["encoder_spec"] = str(jax.tree_util.tree_leaves(
+                state.params["encoder"])[0].sharding.spec)
+            info["mu_specs"] = sorted({str(a.sharding.spec) for a in
+                                       jax.tree_util.tree_leaves(state.opt_state)})
+        losses = []
+        for epoch in range(2):
+            for b in batches(arrays, 8, epoch=epoch):
+                state, m = run(state, b)
+                losses.append(float(m["loss"]))
+        res[f"{name}/losses"] = np.asarray(losses)
+        res.update(_flat(state.params, f"{name}/params/"))
+        batch = next(batches(arrays, 16, epoch=None))
+        if name == "single":
+            top = jax.jit(predict)(state.params, batch)
+        else:
+            top = S.shard_predict_step(predict, state.params, mesh)(state.params, batch)
+            info["predict_spec"] = str(top.ids.sharding.spec)
+        res[f"{name}/pred_ids"], res[f"{name}/pred_scores"] = S.to_host(tuple(top))
+    np.savez(os.path.join(out, "step.npz"), **res)
+    with open(os.path.join(out, "step.json"), "w") as f:
+        json.dump(info, f)
+
+
+def _ckpt_tree(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"heads": {"level_1": {"w": rng.standard_normal((16, 6)).astype(np.float32),
+                                  "b": rng.standard_normal(16).astype(np.float32)},
+                      "level_2": {"w": rng.standard_normal((64, 6)).astype(np.float32),
+                                  "b": rng.standard_normal(64).astype(np.float32)}},
+            "encoder": {"kernel": rng.standard_normal((6, 6)).astype(np.float32)},
+            "step": np.asarray(7, np.int32)}
+
+
+def ckpt_save(out: str) -> None:
+    from jxmc.checkpoint import save_sharded
+
+    mesh = S.mesh_from_string("data=2,model=4")
+    tree = S.shard_tree(_ckpt_tree(), mesh)
+    save_sharded(ARGS.ckpt, tree)
+    np.savez(os.path.join(out, "source.npz"), **_flat(_ckpt_tree(), ""))
+    with open(os.path.join(out, "save.json"), "w") as f:
+        json.dump({"devices": len(jax.devices()),
+                   "spec": str(tree["heads"]["level_2"]["w"].sharding.spec)}, f)
+
+
+def ckpt_restore(out: str) -> None:
+    from jxmc.checkpoint import restore_sharded, save_sharded
+
+    like = _ckpt_tree()
+    res, info = {}, {"devices": len(jax.devices())}
+
+    def restore(path, spec, devices, name):
+        mesh = S.make_mesh(S.parse_mesh(spec, len(devices)), devices)
+        target = S.abstract(like, S.tree_shardings(like, mesh))
+        tree = restore_sharded(path, target)
+        w = tree["heads"]["level_2"]["w"]
+        info[name] = {"mesh": dict(mesh.shape), "spec": str(w.sharding.spec),
+                      "devices": sorted(d.id for d in w.sharding.device_set),
+                      "shard_shapes": sorted({tuple(s.data.shape) for s in w.addressable_shards})}
+        res.update(_flat(tree, f"{name}/"))
+        return tree
+
+    devs = jax.devices()
+    four = restore(ARGS.ckpt, "data=1,model=4", devs, "8to4")
+    restore(ARGS.ckpt, "data=2,model=2", devs, "8to2x2")
+    restore(ARGS.ckpt, "data=1,model=1", devs[:1], "8to1")
+    second = os.path.join(os.path.dirname(ARGS.ckpt), "from4")
+    save_sharded(second, four)
+    restore(second, "data=1,model=1", devs[:1], "4to1")
+    np.savez(os.path.join(out, "restore.npz"), **res)
+    with open(os.path.join(out, "restore.json"), "w") as f:
+        json.dump(info, f)
+
+
+def dist(out: str) -> None:
+    """The same sharded top-k and heads-only train steps in 1 or 2 processes (4 devices)."""
+    import optax
+
+    from jxmc.nn.heads import score_dense, score_shortlist, table_init
+    from jxmc.train.step import make_train_step
+
+    mesh = S.mesh_from_string("data=2,model=2")
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, (8, 200)).astype(np.float32)
+    v, i = sharded_top_k(S.put(scores, S.scores_sharding(mesh)), 6, mesh=mesh)
+    res = {"topk_values": S.to_host(v), "topk_ids": S.to_host(i)}
+
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {"encoder": {"w": jax.random.normal(k1, (12, 8)) * 0.3},
+                "heads": {"level_1": table_init(k2, 8, 8, std=0.3),
+                          "level_2": table_init(k3, 32, 8, std=0.3)}}
+
+    params = S.create_sharded(init, jax.random.PRNGKey(0), mesh=mesh)
+
+    def loss_fn(p, b, r):
+        x = jnp.tanh(b["x"] @ p["encoder"]["w"])
+        s1 = score_dense(p["heads"]["level_1"], x)
+        s2 = score_shortlist(p["heads"]["level_2"], x, b["cand"])
+        l1 = optax.sigmoid_binary_cross_entropy(s1, b["y1"]).sum(1)
+        l2 = optax.sigmoid_binary_cross_entropy(s2, b["y2"]).sum(1)
+        loss = jnp.sum((l1 + l2) * b["valid"]) / jnp.maximum(b["valid"].sum(), 1)
+        return loss, {"l1": jnp.mean(l1)}
+
+    tx = optax.adam(0.05)
+    state = S.init_train_state(params, tx, 0, mesh=mesh)
+    run = S.shard_train_step(make_train_step(loss_fn, tx), state, mesh)
+    losses = []
+    for t in range(3):
+        r = np.random.default_rng(t)
+        batch = {"x": r.standard_normal((8, 12)).astype(np.float32),
+                 "cand": r.integers(0, 32, (8, 6)).astype(np.int32),
+                 "y1": (r.random((8, 8)) < 0.3).astype(np.float32),
+                 "y2": (r.random((8, 6)) < 0.3).astype(np.float32),
+                 "valid": np.arange(8) < 7}
+        state, m = run(state, batch)
+        losses.append(float(S.to_host(m["loss"])))
+    res["losses"] = np.asarray(losses)
+    res.update(_flat(state.params, "params/"))
+    info = {"process_count": jax.process_count(), "devices": len(jax.devices()),
+            "local_devices": len(jax.local_devices()), "mesh": dict(mesh.shape)}
+    np.savez(os.path.join(out, f"dist{ARGS.process_id}.npz"), **res)
+    with open(os.path.join(out, f"dist{ARGS.process_id}.json"), "w") as f:
+        json.dump(info, f)
+
+
+if __name__ == "__main__":
+    os.makedirs(ARGS.out, exist_ok=True)
+    {"topk": topk, "step": step, "ckpt-save": ckpt_save, "ckpt-restore": ckpt_restore,
+     "dist": dist}[ARGS.scenario](ARGS.out)
+    if ARGS.scenario == "dist" and ARGS.num_processes > 1:
+        jax.distributed.shutdown()
+    sys.exit(0)

@@ -1,0 +1,58 @@
+"""``--mesh data=D,model=M`` on ``jxmc train`` and ``jxmc predict``: parsed, built,
+passed to methods that take a ``mesh``, refused (exit 2, one line) otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from jxmc import commands
+from jxmc.errors import ConfigError
+
+
+def _run(*argv, devices: int | None = None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    if devices:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.run([sys.executable, "-m", "jxmc", *argv], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_mesh_goes_only_to_functions_that_take_it():
+    one, eight = SimpleNamespace(size=1), SimpleNamespace(size=8)
+
+    def with_mesh(X, *, mesh=None):
+        return mesh
+
+    def without(X):
+        return None
+
+    assert commands._mesh_kwargs(with_mesh, eight, "m") == {"mesh": eight}
+    assert commands._mesh_kwargs(without, one, "m") == {}
+    assert commands._mesh_kwargs(without, None, "m") == {}
+    with pytest.raises(ConfigError, match="asks for 8 devices"):
+        commands._mesh_kwargs(without, eight, "--method ovr training")
+    mesh = commands._mesh(SimpleNamespace(mesh="data=1,model=1"))
+    assert dict(mesh.shape) == {"data": 1, "model": 1}
+    assert commands._mesh(SimpleNamespace(mesh=None)) is None
+
+
+@pytest.mark.parametrize("argv, devices, message", [
+    (("train", "--mesh", "data=2,model=4"), None, "needs 8 devices, there are 1"),
+    (("train", "--mesh", "data=2,pipe=4"), None, "--mesh expects data=D,model=M"),
+    (("train", "--method", "ovr", "--mesh", "data=2,model=4"), 8,
+     "--method ovr training does not run on a device mesh; --mesh asks for 8 devices"),
+    (("predict", "--data", "x", "--out", "y", "--mesh", "model=3"), 8,
+     "--mesh model=3 does not divide the 8 devices"),
+])
+def test_bad_mesh_exits_2_in_one_line(tmp_path, argv, devices, message):
+    r = _run(*argv, "--model-dir", str(tmp_path / "m"), devices=devices)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("jxmc: error: ") and message in lines[-1], r.stderr
+    assert "Traceback" not in r.stderr
