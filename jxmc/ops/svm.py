@@ -109,39 +109,40 @@ def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C
     def safe_div(a, b):
         return jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
 
-    W = jnp.zeros((n_slots, B), jnp.float32)
-    m = jnp.zeros((n_pairs, B), jnp.float32)
     dg = 1.0 + 2.0 * C * sq(mask)  # Jacobi preconditioner at W = 0, kept for every step
-    for _ in range(newton_iters):
+
+    def newton_step(_, state):
+        W, m = state
         act = mask * (y * m < 1.0)
         g = W + 2.0 * C * xtr(act * (m - y))
 
-        def hv(v, act=act):
-            return v + 2.0 * C * xtr(act * xv(v))
-
-        s = jnp.zeros_like(W)
-        r = -g
-        z = r / dg
-        d = z
-        rz = wdot(r, z)
-        for _ in range(cg_iters):
-            hd = hv(d)
+        def cg_step(_, cg):
+            s, r, d, rz = cg
+            hd = d + 2.0 * C * xtr(act * xv(d))
             alpha = safe_div(rz, wdot(d, hd))
             s = s + per_slot(alpha) * d
             r = r - per_slot(alpha) * hd
             z = r / dg
             rz_new = wdot(r, z)
-            d = z + per_slot(safe_div(rz_new, rz)) * d
-            rz = rz_new
+            return s, r, z + per_slot(safe_div(rz_new, rz)) * d, rz_new
+
+        r = -g
+        z = r / dg
+        s, _, _, _ = jax.lax.fori_loop(0, cg_iters, cg_step, (jnp.zeros_like(W), r, z, wdot(r, z)))
         ms = xv(s)
         ws, ss = wdot(W, s), wdot(s, s)
-        t = jnp.ones((n_parents, B), jnp.float32)
-        for _ in range(4):  # 1-D Newton on the piecewise quadratic f(w + t s)
+
+        def line_step(_, t):  # 1-D Newton on the piecewise quadratic f(w + t s)
             mt = m + t[pair_parent] * ms
             a = mask * (y * mt < 1.0)
             d1 = ws + t * ss + 2.0 * C * pdot(a * (mt - y) * ms)
             d2 = ss + 2.0 * C * pdot(a * ms * ms)
-            t = t - safe_div(d1, d2)
-        W = W + per_slot(t) * s
-        m = m + t[pair_parent] * ms
+            return t - safe_div(d1, d2)
+
+        t = jax.lax.fori_loop(0, 4, line_step, jnp.ones((n_parents, B), jnp.float32))
+        return W + per_slot(t) * s, m + t[pair_parent] * ms
+
+    W, _ = jax.lax.fori_loop(0, newton_iters, newton_step,
+                             (jnp.zeros((n_slots, B), jnp.float32),
+                              jnp.zeros((n_pairs, B), jnp.float32)))
     return W.at[-1].set(0.0)

@@ -1,0 +1,204 @@
+"""The rankers of one label-tree level: one-vs-rest squared-hinge SVMs, sparse.
+
+Level ``l`` of a tree has one binary problem per (parent ``u`` at level
+``l - 1``, child ``c``), trained on the (instance, parent) pairs that the
+matching matrix ``M`` chooses (:func:`jxmc.tree.shortlist.training_pairs`: TFN,
+optionally MAN).  :func:`train_level` builds every parent's feature support
+(its *slots*, :mod:`jxmc.ops.sparse_weights`), solves all problems in chunks of
+parents, drops weights under ``threshold`` (PECOS's 0.1) and returns the level
+in its compressed form (:func:`jxmc.ops.sparse_weights.assemble_level`).
+
+Two solvers of the same problem (``L2R_L2LOSS_SVC``, ``Cp = Cn = C``):
+
+* ``"dual-cd"`` (default): PECOS's own algorithm, dual coordinate descent, every
+  parent's instances in sequence and the parents in lanes side by side
+  (:mod:`jxmc.ops.svm_dual`); it reaches PECOS's accuracy on ../shared/data
+  (experiments/results/).  Its cost is set by the longest parent's instances,
+  visited one after another, which suits a CPU.
+* ``"newton"``: truncated Newton with conjugate gradients on the primal
+  (:mod:`jxmc.ops.svm`): every problem and every instance at once, a fixed number
+  of steps -- the shape of work an accelerator wants; it needs about ten Newton
+  steps of twenty CG steps to match dual CD's accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import scipy.sparse as sp
+
+from jxmc.ops import sparse_weights as sw
+from jxmc.ops import svm_dual
+from jxmc.ops.svm import solve_squared_hinge
+from jxmc.tree.label_tree import LabelTree
+from jxmc.tree.shortlist import pair_targets, training_pairs
+
+SOLVERS = ("dual-cd", "newton")
+
+
+class Options(NamedTuple):
+    """How the rankers of a level are solved (the fields of ``xr_linear.Config``)."""
+
+    solver: str = "dual-cd"  # "dual-cd" or "newton" (module docstring)
+    C: float = 1.0  # squared-hinge loss weight (PECOS Cp = Cn = 1)
+    threshold: float = 0.1  # weights with |w| below this are dropped (PECOS 0.1)
+    eps: float = 0.1  # dual-cd: stop at this projected-gradient range (liblinear / PECOS 0.1)
+    max_epochs: int = 20  # dual-cd: passes over the instances at most
+    lanes: int = 16  # dual-cd: parents solved side by side
+    piece_width: int = 0  # dual-cd: non-zeros gathered per step and lane; 0 = from the data
+    newton_iters: int = 10  # newton: outer steps
+    cg_iters: int = 20  # newton: conjugate-gradient steps per outer step
+    chunk_weights: int = 1 << 23  # floats of weights solved at once (memory bound)
+
+
+def piece_width(nnz: np.ndarray) -> int:
+    """A power of two that holds 3/4 of the rows in one piece, in ``16 .. 128``."""
+    p75 = max(float(np.percentile(nnz, 75)), 1.0)
+    return int(min(128, max(16, 1 << int(np.ceil(np.log2(p75))))))
+
+
+def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int,
+                options: Options | None = None, *, beam_parents=None, seed: int = 0) -> dict:
+    """Trains the rankers of ``level`` (``1 .. D``).
+
+    Args:
+      Xb: ``csr f32[n, d + 1]`` features with the bias column
+        (:func:`jxmc.ops.sparse_weights.add_bias`).
+      Y: ``csr f32[n, L]`` positives.
+      tree: the label tree.
+      options: :class:`Options` (default: ``Options()``).
+      beam_parents: ``i32[n, b]`` level ``level - 1`` nodes kept by the beam, for
+        MAN pairs (``None``: TFN only).
+      seed: seeds dual-cd's per-epoch shuffles.
+
+    Returns:
+      the level's arrays (:func:`jxmc.ops.sparse_weights.assemble_level`).
+
+    Raises:
+      ValueError: an unknown solver.
+    """
+    options = Options() if options is None else options
+    if options.solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {options.solver!r}")
+    B = tree.branching[level - 1]
+    n_parents = int(np.prod(tree.branching[: level - 1]))
+    inst, parent = training_pairs(Y, tree, level, beam_parents=beam_parents)
+    y, mask = pair_targets(Y, tree, level, inst, parent)
+    A = sw.parent_supports(Xb, inst, parent, n_parents)
+    slot, val, pair = sw.pair_entries(Xb, A, inst, parent)
+    s_par = np.diff(A.indptr)
+    p_par = np.bincount(parent, minlength=n_parents)
+    e_par = np.bincount(parent[pair], minlength=n_parents)
+    off = {"s": _offsets(s_par), "p": _offsets(p_par), "e": _offsets(e_par)}
+    data = (slot, val, pair, parent, y, mask)
+    if options.solver == "dual-cd":
+        solved = _dual_cd(data, off, s_par, p_par, options, np.diff(Xb.indptr), level + seed)
+    else:
+        solved = _newton(data, off, s_par, p_par, e_par, options, B)
+    parts = []
+    for (a, e), W in solved:
+        keep, counts, children, values = sw.compress_rows(W, options.threshold)
+        slot_parent = np.repeat(np.arange(a, e, dtype=np.int32), s_par[a:e])
+        parts.append((slot_parent[keep], A.indices[off["s"][a]:off["s"][e]][keep], counts,
+                      children, values))
+    return sw.assemble_level(parts, n_parents, B)
+
+
+def _offsets(sizes: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(sizes)])
+
+
+def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int):
+    """Yields ``((first, end), W: f32[slots, B])`` per chunk of parents."""
+    slot, val, pair, parent, y, mask = data
+    B = y.shape[1]
+    s_off, p_off, e_off = off["s"], off["p"], off["e"]
+    # chunks bound the weights solved at once; every parent fits in one
+    limit = max(options.chunk_weights // B, int(s_par.max()) + 1)
+    plan = sw.plan_chunks(s_par[:, None] + 1, np.array([limit]))
+    # lanes beyond (pairs / longest parent) would not shorten an epoch, only pad its steps
+    n_lanes = max(1, min(options.lanes, max(-(-int(p_off[e] - p_off[a]) // int(p_par[a:e].max()))
+                                            for a, e in plan)))
+    width = options.piece_width or piece_width(row_nnz)
+    chunks = []
+    for a, e in plan:
+        es, ps = slice(e_off[a], e_off[e]), slice(p_off[a], p_off[e])
+        chunks.append(svm_dual.chunk_layout(
+            slot[es] - s_off[a], val[es], pair[es] - p_off[a], (parent[ps] - a).astype(np.int32),
+            y[ps], mask[ps], int(s_off[e] - s_off[a]) + 1, n_lanes=n_lanes, width=width))
+    # one padded shape per level: one compilation serves every chunk
+    caps = dict(n_slots=max(int(s_off[e] - s_off[a]) + 1 for a, e in plan),
+                rows=max(c.y.shape[0] - 1 for c in chunks),
+                pieces=max(c.idx.shape[0] - 1 for c in chunks),
+                steps=max(c.sched.shape[0] for c in chunks), n_problems=max(e - a for a, e in plan))
+    key = jax.random.PRNGKey(seed)
+    for (a, e), c in zip(plan, chunks, strict=True):
+        key, sub = jax.random.split(key)
+        W, _ = svm_dual.solve_dual_cd(svm_dual.pad_chunk(c, **caps), sub, options.max_epochs,
+                                      C=options.C, eps=options.eps, n_slots=caps["n_slots"],
+                                      n_problems=caps["n_problems"])
+        yield (a, e), np.asarray(W)[: int(s_off[e] - s_off[a])]
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+SLOT_BLOCK = 16  # newton: each parent's slots are padded to a multiple of this (jxmc.ops.svm)
+
+
+def _newton(data, off, s_par, p_par, e_par, options: Options, B: int):
+    """Yields ``((first, end), W: f32[slots, B])`` per chunk of parents."""
+    slot, val, pair, parent, y, mask = data
+    R = SLOT_BLOCK
+    s_pad = -(-s_par // R) * R
+    entries_cap = 1 << 22
+    sizes = np.stack([s_pad, e_par], axis=1)
+    limits = np.array([max(options.chunk_weights // B, R), entries_cap])
+    chunks = sw.plan_chunks(sizes, limits)
+    s_off, p_off, e_off = off["s"], off["p"], off["e"]
+    q_off = _offsets(s_pad)
+    block = 1 << 15
+    # chunks within the limits share one padded shape (one compilation); a parent
+    # over them gets power-of-two shapes and is solved in groups of children
+    dims = np.array([[q_off[e] - q_off[a], p_off[e] - p_off[a], e_off[e] - e_off[a], e - a]
+                     for a, e in chunks])
+    normal = (dims[:, 0] <= limits[0]) & (dims[:, 2] <= limits[1])
+    if normal.any():
+        mx = dims[normal].max(axis=0)
+        normal_caps = (int(mx[0]) + R, int(mx[1]) + 1, max(block, -(-int(mx[2]) // block) * block),
+                       int(mx[3]))
+    slot_parent = np.repeat(np.arange(len(s_par), dtype=np.int32), s_par)
+    slot_pos = np.arange(len(slot_parent)) - s_off[slot_parent] + q_off[slot_parent]
+    for (a, e), (nq, npr, ne, _), is_normal in zip(chunks, dims, normal, strict=True):
+        if is_normal:
+            s_cap, p_cap, e_cap, k_cap = normal_caps
+        else:
+            s_cap, p_cap = _pow2(nq + R), _pow2(npr + 1)
+            e_cap, k_cap = max(block, _pow2(ne)), 1
+        es, ss = slice(e_off[a], e_off[e]), slice(s_off[a], s_off[e])
+        c_slot = np.full(e_cap, s_cap - 1, np.int32)
+        c_val = np.zeros(e_cap, np.float32)
+        c_pair = np.full(e_cap, p_cap - 1, np.int32)
+        c_slot[:ne] = slot_pos[slot[es]] - q_off[a]
+        c_val[:ne] = val[es]
+        c_pair[:ne] = pair[es] - p_off[a]
+        sp_ = np.full(s_cap, k_cap - 1, np.int32)
+        sp_[:nq] = np.repeat(np.arange(e - a, dtype=np.int32), s_pad[a:e])
+        pp_ = np.full(p_cap, k_cap - 1, np.int32)
+        pp_[:npr] = parent[p_off[a]:p_off[e]] - a
+        width = B if is_normal else max(1, min(B, options.chunk_weights // s_cap))
+        cols = []
+        for c0 in range(0, B, width):  # groups of children (one group for normal chunks)
+            c1 = min(B, c0 + width)
+            c_y = np.zeros((p_cap, width), np.float32)
+            c_mask = np.zeros((p_cap, width), np.float32)  # 0: padding pairs and children
+            c_y[:npr, :c1 - c0] = y[p_off[a]:p_off[e], c0:c1]
+            c_mask[:npr, :c1 - c0] = mask[p_off[a]:p_off[e], c0:c1]
+            W = solve_squared_hinge(c_slot, c_val, c_pair, c_y, c_mask, sp_, pp_, C=options.C,
+                                    n_parents=k_cap, newton_iters=options.newton_iters,
+                                    cg_iters=options.cg_iters, block=block, slot_block=R)
+            cols.append(np.asarray(W)[slot_pos[ss] - q_off[a], :c1 - c0])
+        yield (a, e), np.hstack(cols)

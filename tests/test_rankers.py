@@ -1,0 +1,67 @@
+"""jxmc.models.rankers: both solvers give the same per-level rankers."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from jxmc.embed import pifa
+from jxmc.models import rankers
+from jxmc.ops import sparse_weights as sw
+from jxmc.tree.kmeans import build_tree
+
+
+def _dense(level, n_parents, B, d):
+    """The stored level as dense ``f32[n_parents, d, B]`` weights."""
+    W = np.zeros((n_parents, d, B), np.float32)
+    indptr, feats = level["indptr"], level["features"]
+    slot_ptr, children, values = level["slot_ptr"], level["children"], level["values"]
+    for u in range(n_parents):
+        for s in range(indptr[u], indptr[u + 1]):
+            for e in range(slot_ptr[s], slot_ptr[s + 1]):
+                W[u, feats[s], children[e]] = values[e]
+    return W
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    n, d, L = 160, 30, 12
+    proto = rng.random((L, d)) * (rng.random((L, d)) < 0.3)
+    Y = np.zeros((n, L), np.float32)
+    X = np.zeros((n, d), np.float32)
+    for i in range(n):
+        labs = rng.choice(L, size=rng.integers(1, 3), replace=False)
+        Y[i, labs] = 1
+        X[i] = proto[labs].sum(0) + 0.1 * rng.random(d) * (rng.random(d) < 0.2)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X, Y = sp.csr_matrix(X), sp.csr_matrix(Y)
+    tree = build_tree(pifa(Y, X), max_leaf_size=3, nr_splits=2, seed=0)
+    return sw.add_bias(X, 1.0), Y, tree
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_dual_cd_and_newton_agree(problem, level):
+    Xb, Y, tree = problem
+    B = tree.branching[level - 1]
+    n_parents = int(np.prod(tree.branching[: level - 1]))
+    dual = rankers.train_level(Xb, Y, tree, level, rankers.Options(
+        threshold=0.0, eps=1e-5, max_epochs=500, lanes=2))
+    newton = rankers.train_level(Xb, Y, tree, level, rankers.Options(
+        solver="newton", threshold=0.0, newton_iters=30, cg_iters=50))
+    a, b = (_dense(lv, n_parents, B, Xb.shape[1]) for lv in (dual, newton))
+    assert np.abs(a).max() > 0.1
+    np.testing.assert_allclose(a, b, atol=5e-3)
+
+
+def test_threshold_drops_small_weights_and_unknown_solver(problem):
+    Xb, Y, tree = problem
+    kept = rankers.train_level(Xb, Y, tree, 2, rankers.Options(threshold=0.1))
+    assert np.all(np.abs(kept["values"]) >= 0.1)
+    with pytest.raises(ValueError, match="solver"):
+        rankers.train_level(Xb, Y, tree, 2, rankers.Options(solver="sgd"))
+
+
+def test_piece_width_follows_row_lengths():
+    assert rankers.piece_width(np.array([3, 4, 5, 6])) == 16
+    assert rankers.piece_width(np.array([50] * 10 + [90] * 30)) == 128
+    assert rankers.piece_width(np.array([1000] * 8)) == 128
