@@ -65,3 +65,19 @@ def test_piece_width_follows_row_lengths():
     assert rankers.piece_width(np.array([3, 4, 5, 6])) == 16
     assert rankers.piece_width(np.array([50] * 10 + [90] * 30)) == 128
     assert rankers.piece_width(np.array([1000] * 8)) == 128
+
+
+def test_balanced_plan_covers_every_parent_within_limits():
+    rng = np.random.default_rng(1)
+    pairs = rng.integers(1, 200, 60)
+    pairs[7] = 1000  # one giant parent, as debian-deps' libc6 cluster
+    slots = rng.integers(1, 50, 60)
+    plan = rankers.plan_balanced(pairs, slots, n_lanes=4, slot_limit=400)
+    got = np.sort(np.concatenate(plan))
+    np.testing.assert_array_equal(got, np.arange(60))
+    for ps in plan:
+        assert np.all(np.diff(ps) > 0)
+        assert (slots[ps] + 1).sum() <= 400
+        lane = rankers.svm_dual.assign_lanes(pairs[ps], 4)
+        assert np.bincount(lane, weights=pairs[ps]).max() <= pairs[ps].max() * 1.5
+    assert any(7 in ps and len(ps) > 1 for ps in plan)  # the giant parent's lanes get company

@@ -98,48 +98,96 @@ def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int
     else:
         solved = _newton(data, off, s_par, p_par, e_par, options, B)
     parts = []
-    for (a, e), W in solved:
+    for ps, W in solved:
         keep, counts, children, values = sw.compress_rows(W, options.threshold)
-        slot_parent = np.repeat(np.arange(a, e, dtype=np.int32), s_par[a:e])
-        parts.append((slot_parent[keep], A.indices[off["s"][a]:off["s"][e]][keep], counts,
+        slot_parent = np.repeat(ps.astype(np.int32), s_par[ps])
+        parts.append((slot_parent[keep], A.indices[_ranges(off["s"], ps)][keep], counts,
                       children, values))
-    return sw.assemble_level(parts, n_parents, B)
+    return sw.assemble_level(_by_parent(parts), n_parents, B)
+
+
+def _by_parent(parts):
+    """One part with the slots of every part in parent order (chunks may interleave parents)."""
+    par, feats, counts, children, values = (np.concatenate([p[i] for p in parts])
+                                            for i in range(5))
+    order = np.argsort(par, kind="stable")  # within a parent, slots stay sorted by feature
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    take = _ranges(ptr, order)
+    return [(par[order], feats[order], counts[order], children[take], values[take])]
 
 
 def _offsets(sizes: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)])
 
 
+def _ranges(off: np.ndarray, parents: np.ndarray) -> np.ndarray:
+    """Indices of the concatenated ranges ``off[u] .. off[u + 1]`` of ``parents``."""
+    lo, n = off[parents], off[parents + 1] - off[parents]
+    return np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(n.sum())
+
+
+def plan_balanced(pairs: np.ndarray, slots: np.ndarray, *, n_lanes: int, slot_limit: int):
+    """Groups parents into chunks whose lanes take about the same time.
+
+    An epoch of a chunk lasts as long as its longest lane, so the parents are
+    taken largest first: a chunk opens with the largest parent left, which sets
+    its length, and takes further parents into its least-loaded lane while they
+    fit in that length and the chunk's slots stay within ``slot_limit``.
+
+    Returns:
+      a list of ``i64[k]`` parent ids (ascending) per chunk.
+    """
+    chunks, cur, load, used, length = [], [], None, 0, 0
+    for u in np.argsort(-pairs, kind="stable"):
+        j = None if load is None else int(np.argmin(load))
+        if j is None or load[j] + pairs[u] > length or used + slots[u] + 1 > slot_limit:
+            if cur:
+                chunks.append(np.sort(np.asarray(cur)))
+            cur, load, used, length, j = [], np.zeros(n_lanes, np.int64), 0, int(pairs[u]), 0
+        cur.append(u)
+        load[j] += pairs[u]
+        used += slots[u] + 1
+    chunks.append(np.sort(np.asarray(cur)))
+    return chunks
+
+
 def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int):
-    """Yields ``((first, end), W: f32[slots, B])`` per chunk of parents."""
+    """Yields ``(parents, W: f32[slots of parents, B])`` per chunk of parents."""
     slot, val, pair, parent, y, mask = data
     B = y.shape[1]
     s_off, p_off, e_off = off["s"], off["p"], off["e"]
-    # chunks bound the weights solved at once; every parent fits in one
-    limit = max(options.chunk_weights // B, int(s_par.max()) + 1)
-    plan = sw.plan_chunks(s_par[:, None] + 1, np.array([limit]))
     # lanes beyond (pairs / longest parent) would not shorten an epoch, only pad its steps
-    n_lanes = max(1, min(options.lanes, max(-(-int(p_off[e] - p_off[a]) // int(p_par[a:e].max()))
-                                            for a, e in plan)))
+    n_lanes = max(1, min(options.lanes, -(-int(p_par.sum()) // max(int(p_par.max()), 1))))
+    # chunks bound the weights solved at once; every parent fits in one
+    limit = max(options.chunk_weights // B, int(s_par.max()) + 2)
+    plan = plan_balanced(p_par, s_par, n_lanes=n_lanes, slot_limit=limit)
     width = options.piece_width or piece_width(row_nnz)
     chunks = []
-    for a, e in plan:
-        es, ps = slice(e_off[a], e_off[e]), slice(p_off[a], p_off[e])
+    for ps in plan:
+        es, pr = _ranges(e_off, ps), _ranges(p_off, ps)
+        local = np.zeros(len(s_par), np.int64)
+        local[ps] = np.arange(len(ps))
+        s_base = np.zeros(len(s_par), np.int64)
+        s_base[ps] = np.concatenate([[0], np.cumsum(s_par[ps])[:-1]])
+        p_base = np.zeros(len(s_par), np.int64)
+        p_base[ps] = np.concatenate([[0], np.cumsum(p_par[ps])[:-1]])
+        eu = parent[pair[es]]  # the parent of each entry
         chunks.append(svm_dual.chunk_layout(
-            slot[es] - s_off[a], val[es], pair[es] - p_off[a], (parent[ps] - a).astype(np.int32),
-            y[ps], mask[ps], int(s_off[e] - s_off[a]) + 1, n_lanes=n_lanes, width=width))
+            slot[es] - s_off[eu] + s_base[eu], val[es], pair[es] - p_off[eu] + p_base[eu],
+            local[parent[pr]].astype(np.int32), y[pr], mask[pr], int(s_par[ps].sum()) + 1,
+            n_lanes=n_lanes, width=width, seed=seed + len(chunks)))
     # one padded shape per level: one compilation serves every chunk
-    caps = dict(n_slots=max(int(s_off[e] - s_off[a]) + 1 for a, e in plan),
+    caps = dict(n_slots=max(c.idx.max() for c in chunks) + 1,
                 rows=max(c.y.shape[0] - 1 for c in chunks),
                 pieces=max(c.idx.shape[0] - 1 for c in chunks),
-                steps=max(c.sched.shape[0] for c in chunks), n_problems=max(e - a for a, e in plan))
+                steps=max(c.sched.shape[0] for c in chunks), n_problems=max(len(ps) for ps in plan))
     key = jax.random.PRNGKey(seed)
-    for (a, e), c in zip(plan, chunks, strict=True):
+    for ps, c in zip(plan, chunks, strict=True):
         key, sub = jax.random.split(key)
         W, _ = svm_dual.solve_dual_cd(svm_dual.pad_chunk(c, **caps), sub, options.max_epochs,
-                                      C=options.C, eps=options.eps, n_slots=caps["n_slots"],
+                                      C=options.C, eps=options.eps, n_slots=int(caps["n_slots"]),
                                       n_problems=caps["n_problems"])
-        yield (a, e), np.asarray(W)[: int(s_off[e] - s_off[a])]
+        yield ps, np.asarray(W)[: int(s_par[ps].sum())]
 
 
 def _pow2(x: int) -> int:
@@ -150,7 +198,7 @@ SLOT_BLOCK = 16  # newton: each parent's slots are padded to a multiple of this 
 
 
 def _newton(data, off, s_par, p_par, e_par, options: Options, B: int):
-    """Yields ``((first, end), W: f32[slots, B])`` per chunk of parents."""
+    """Yields ``(parents, W: f32[slots of parents, B])`` per chunk of parents."""
     slot, val, pair, parent, y, mask = data
     R = SLOT_BLOCK
     s_pad = -(-s_par // R) * R
@@ -201,4 +249,4 @@ def _newton(data, off, s_par, p_par, e_par, options: Options, B: int):
                                     n_parents=k_cap, newton_iters=options.newton_iters,
                                     cg_iters=options.cg_iters, block=block, slot_block=R)
             cols.append(np.asarray(W)[slot_pos[ss] - q_off[a], :c1 - c0])
-        yield (a, e), np.hstack(cols)
+        yield np.arange(a, e), np.hstack(cols)

@@ -63,6 +63,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# primes above any lane length (< 2^31): a stride p mod n is coprime to n
+_PRIMES = (2147483647, 2147483629, 2147483587, 2147483579, 2147483563, 2147483549, 2147483543,
+           2147483497, 2147483489, 2147483477, 2147483423, 2147483399, 2147483353, 2147483323,
+           2147483269, 2147483249)
+
 
 class Chunk(NamedTuple):
     """One chunk's arrays (module docstring); numpy on the host, jax on device."""
@@ -74,7 +79,8 @@ class Chunk(NamedTuple):
     y: np.ndarray  # f32[P + 1, B]
     mask: np.ndarray  # f32[P + 1, B]
     problem: np.ndarray  # i32[P + 1]
-    sched: np.ndarray  # i32[T, U]
+    sched: np.ndarray  # i32[T + 1, U]
+    length: np.ndarray  # i32[U]
 
 
 def assign_lanes(sizes: np.ndarray, n_lanes: int) -> np.ndarray:
@@ -94,7 +100,7 @@ def assign_lanes(sizes: np.ndarray, n_lanes: int) -> np.ndarray:
 
 def chunk_layout(slot: np.ndarray, val: np.ndarray, pair: np.ndarray, pair_parent: np.ndarray,
                  y: np.ndarray, mask: np.ndarray, n_slots: int, *, n_lanes: int,
-                 width: int) -> Chunk:
+                 width: int, seed: int = 0) -> Chunk:
     """The arrays of one chunk (host side, numpy).
 
     Args:
@@ -105,7 +111,9 @@ def chunk_layout(slot: np.ndarray, val: np.ndarray, pair: np.ndarray, pair_paren
       n_slots: ``S``, slots of the chunk including the padding slot ``S - 1``.
       n_lanes: ``U``.
       width: ``z``, non-zeros per piece.
+      seed: seeds the lanes' base orders.
     """
+    rng = np.random.default_rng(seed)
     P, B = y.shape
     nnz = np.bincount(pair, minlength=P)
     count = np.maximum(-(-nnz // width), 1)
@@ -120,21 +128,24 @@ def chunk_layout(slot: np.ndarray, val: np.ndarray, pair: np.ndarray, pair_paren
     vv[piece, pos % width] = val
     lane = assign_lanes(np.bincount(pair_parent), n_lanes)[pair_parent]
     per_lane = np.bincount(lane, minlength=n_lanes)
-    order = np.argsort(lane, kind="stable")
+    # each lane's rows in a random order (every epoch then walks it with a random stride)
+    order = np.lexsort((rng.random(P), lane))
     step = np.arange(P) - np.repeat(np.cumsum(per_lane) - per_lane, per_lane)
-    sched = np.full((max(int(per_lane.max(initial=1)), 1), n_lanes), P, np.int32)
+    sched = np.full((int(per_lane.max(initial=0)) + 1, n_lanes), P, np.int32)
     sched[step, lane[order]] = order
     pad = np.zeros((1, B), np.float32)
     return Chunk(idx, vv, np.append(first[:-1], Q).astype(np.int32),
                  np.append(count, 1).astype(np.int32), np.vstack([y, pad]),
-                 np.vstack([mask, pad]), np.append(pair_parent, -1).astype(np.int32), sched)
+                 np.vstack([mask, pad]), np.append(pair_parent, -1).astype(np.int32), sched,
+                 per_lane.astype(np.int32))
 
 
 def pad_chunk(c: Chunk, *, n_slots: int, rows: int, pieces: int, steps: int,
               n_problems: int) -> Chunk:
     """Pads a chunk to common shapes (one compilation serves every chunk of a level).
 
-    The inert row, piece and slot move to the new last positions.
+    ``steps`` is the longest lane of any chunk; the inert row, piece and slot
+    move to the new last positions.
     """
     P, Q = c.y.shape[0] - 1, c.idx.shape[0] - 1
     idx = np.full((pieces + 1, c.idx.shape[1]), n_slots - 1, np.int32)
@@ -150,9 +161,10 @@ def pad_chunk(c: Chunk, *, n_slots: int, rows: int, pieces: int, steps: int,
     first = rows_of(c.first, pieces)
     count = rows_of(c.count, 1)
     problem = rows_of(c.problem, n_problems)
-    sched = np.full((steps, c.sched.shape[1]), rows, np.int32)
+    sched = np.full((steps + 1, c.sched.shape[1]), rows, np.int32)
     sched[: c.sched.shape[0]] = np.where(c.sched == P, rows, c.sched)
-    return Chunk(idx, val, first, count, rows_of(c.y, 0.0), rows_of(c.mask, 0.0), problem, sched)
+    return Chunk(idx, val, first, count, rows_of(c.y, 0.0), rows_of(c.mask, 0.0), problem, sched,
+                 c.length)
 
 
 @functools.partial(jax.jit, static_argnames=("n_slots", "n_problems"))
@@ -173,17 +185,20 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int, n_prob
     Returns:
       ``(W: f32[S, B], epochs: i32[])``; row ``S - 1`` of ``W`` is zero.
     """
-    idx, val, first, count, y, mask, problem, sched = chunk
+    idx, val, first, count, y, mask, problem, sched, length = chunk
     P, B = y.shape[0] - 1, y.shape[1]
     Q = idx.shape[0] - 1
+    T = sched.shape[0] - 1  # row T of sched is inert
     inv2c = 0.5 / C
     row_of_piece = jnp.repeat(jnp.arange(P + 1), count, total_repeat_length=Q + 1)
     qd = jax.ops.segment_sum(jnp.sum(val * val, axis=1), row_of_piece, num_segments=P + 1) + inv2c
     live = mask > 0
 
-    def step(t, state, order):
-        W, alpha, pg = state
-        r = order[t]  # [U]
+    lanes = jnp.arange(sched.shape[1])
+
+    def step(t, state, stride):
+        W, alpha, pg, pos = state
+        r = sched[jnp.where(t < length, pos, T), lanes]  # [U]
         f, c = first[r], count[r]
 
         def piece(j):
@@ -212,18 +227,21 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int, n_prob
 
         W = jax.lax.fori_loop(0, n_pieces, update, W)
         g = jnp.where(a > 0, G, jnp.minimum(G, 0.0))  # projected gradient
-        return W, alpha.at[r].set(new), pg.at[r].set(jnp.where(mm, g, jnp.nan))
+        pos = (pos + stride) % jnp.maximum(length, 1)
+        return W, alpha.at[r].set(new), pg.at[r].set(jnp.where(mm, g, jnp.nan)), pos
 
     def epoch(state):
         W, alpha, key, e, _ = state
-        key, sub = jax.random.split(key)
-        # each lane's rows in a fresh random order (liblinear's shuffle); nothing-to-do last
-        keys = jnp.where(sched < P, jax.random.uniform(sub, sched.shape), jnp.inf)
-        order = jnp.take_along_axis(sched, jnp.argsort(keys, axis=0), axis=0)
-        n_steps = jnp.max(jnp.sum(sched < P, axis=0))
+        key, k1, k2 = jax.random.split(key, 3)
+        # a fresh order every epoch (liblinear shuffles): each lane walks its rows from a
+        # random start with a random stride coprime to its length (a prime mod it)
+        n = jnp.maximum(length, 1)
+        stride = jnp.asarray(_PRIMES)[jax.random.randint(k1, length.shape, 0, len(_PRIMES))] % n
+        start = jax.random.randint(k2, length.shape, 0, n)
         pg = jnp.full(y.shape, jnp.nan, W.dtype)
-        W, alpha, pg = jax.lax.fori_loop(0, n_steps, functools.partial(step, order=order),
-                                         (W, alpha, pg))
+        W, alpha, pg, _ = jax.lax.fori_loop(0, jnp.max(length),
+                                            functools.partial(step, stride=stride),
+                                            (W, alpha, pg, start))
         seg = functools.partial(jax.ops.segment_max, segment_ids=problem,
                                 num_segments=n_problems + 1)
         hi = seg(jnp.where(jnp.isnan(pg), -jnp.inf, pg))[:n_problems]
