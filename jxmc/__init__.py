@@ -3,15 +3,37 @@
 The public names, flat.  Submodules: :mod:`jxmc.data` (formats, TF-IDF,
 synthetic data, batches), :mod:`jxmc.metrics`, :mod:`jxmc.models` (the
 ``--method`` s), :mod:`jxmc.ops`, :mod:`jxmc.checkpoint`, :mod:`jxmc.modeldir`.
+
+The names are loaded on first use, so that ``import jxmc`` (and the command
+line's start) does not start JAX: the command line first splits the host into
+one JAX device per core (:mod:`jxmc.devices`).
 """
 
-from jxmc.data.dataset import Dataset, Split, load_dataset
-from jxmc.errors import ConfigError, DataError, JxmcError, ModelError
-from jxmc.models import get_method
-from jxmc.types import Batch, SparseRows, TopK
+from __future__ import annotations
+
+import importlib
+
 from jxmc.version import __version__
 
-__all__ = [
-    "Batch", "ConfigError", "DataError", "Dataset", "JxmcError", "ModelError", "SparseRows",
-    "Split", "TopK", "__version__", "get_method", "load_dataset",
-]
+_NAMES = {
+    "Dataset": "jxmc.data.dataset", "Split": "jxmc.data.dataset",
+    "load_dataset": "jxmc.data.dataset",
+    "ConfigError": "jxmc.errors", "DataError": "jxmc.errors", "JxmcError": "jxmc.errors",
+    "ModelError": "jxmc.errors",
+    "get_method": "jxmc.models",
+    "Batch": "jxmc.types", "SparseRows": "jxmc.types", "TopK": "jxmc.types",
+}
+
+__all__ = sorted([*_NAMES, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jxmc' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,5 +1,10 @@
 """jxmc.models.rankers: both solvers give the same per-level rankers."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -22,8 +27,7 @@ def _dense(level, n_parents, B, d):
     return W
 
 
-@pytest.fixture(scope="module")
-def problem():
+def make_problem():
     rng = np.random.default_rng(0)
     n, d, L = 160, 30, 12
     proto = rng.random((L, d)) * (rng.random((L, d)) < 0.3)
@@ -37,6 +41,11 @@ def problem():
     X, Y = sp.csr_matrix(X), sp.csr_matrix(Y)
     tree = build_tree(pifa(Y, X), max_leaf_size=3, nr_splits=2, seed=0)
     return sw.add_bias(X, 1.0), Y, tree
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem()
 
 
 @pytest.mark.parametrize("level", [1, 2])
@@ -81,3 +90,30 @@ def test_balanced_plan_covers_every_parent_within_limits():
         lane = rankers.svm_dual.assign_lanes(pairs[ps], 4)
         assert np.bincount(lane, weights=pairs[ps]).max() <= pairs[ps].max() * 1.5
     assert any(7 in ps and len(ps) > 1 for ps in plan)  # the giant parent's lanes get company
+
+
+CHILD = """
+import sys, numpy as np
+sys.path.insert(0, {tests!r})
+import jax
+from test_rankers import make_problem
+from jxmc.models import rankers
+assert len(jax.local_devices()) == 2
+Xb, Y, tree = make_problem()
+lv = rankers.train_level(Xb, Y, tree, 2, rankers.Options(lanes=2, chunk_weights=64))
+np.savez({out!r}, **lv)
+"""
+
+
+def test_chunks_on_two_host_devices_give_the_same_rankers(problem, tmp_path):
+    Xb, Y, tree = problem  # chunk_weights=64: several chunks, so both devices get work
+    here = rankers.train_level(Xb, Y, tree, 2, rankers.Options(lanes=2, chunk_weights=64))
+    out = tmp_path / "level.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    code = CHILD.format(tests=str(Path(__file__).parent), out=str(out))
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    there = np.load(out)
+    for key, value in here.items():
+        np.testing.assert_array_equal(there[key], value, err_msg=key)

@@ -13,7 +13,10 @@ lowering to MLIR and XLA backend compile reports its time span
 and the compile time of a phase is the length of the union of those spans that
 fall inside it (nested traces are counted once).  The rest of the phase is
 everything else: host work, device compute and transfers.  The persistent
-compilation cache is left off, so every run compiles from scratch.
+compilation cache is left off, so every run compiles from scratch.  Like the
+``jxmc`` command line, the run splits the host into as many JAX devices as it
+has threads (``--threads``; :mod:`jxmc.devices`), so that the solver's chunks
+run on every core.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
+
+from jxmc.devices import use_host_cores  # noqa: E402
+
+use_host_cores(int(os.environ.get("OMP_NUM_THREADS", "0")) or None)  # as `jxmc train` does
 
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",

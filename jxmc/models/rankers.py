@@ -50,7 +50,7 @@ class Options(NamedTuple):
     piece_width: int = 0  # dual-cd: non-zeros gathered per step and lane; 0 = from the data
     newton_iters: int = 10  # newton: outer steps
     cg_iters: int = 20  # newton: conjugate-gradient steps per outer step
-    chunk_weights: int = 1 << 23  # floats of weights solved at once (memory bound)
+    chunk_weights: int = 1 << 25  # floats of weights solved at once (memory bound)
 
 
 def piece_width(nnz: np.ndarray) -> int:
@@ -181,13 +181,20 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int):
                 rows=max(c.y.shape[0] - 1 for c in chunks),
                 pieces=max(c.idx.shape[0] - 1 for c in chunks),
                 steps=max(c.sched.shape[0] for c in chunks), n_problems=max(len(ps) for ps in plan))
-    key = jax.random.PRNGKey(seed)
-    for ps, c in zip(plan, chunks, strict=True):
-        key, sub = jax.random.split(key)
-        W, _ = svm_dual.solve_dual_cd(svm_dual.pad_chunk(c, **caps), sub, options.max_epochs,
-                                      C=options.C, eps=options.eps, n_slots=int(caps["n_slots"]),
-                                      n_problems=caps["n_problems"])
-        yield ps, np.asarray(W)[: int(s_par[ps].sum())]
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(plan))
+    # chunks run side by side on the backend's devices (the host's cores, jxmc.devices),
+    # one round of similar chunks at a time (the plan is largest first)
+    devices = jax.local_devices()
+    for r in range(0, len(plan), len(devices)):
+        running = []
+        for i, device in zip(range(r, min(r + len(devices), len(plan))), devices, strict=False):
+            arrays = jax.device_put((svm_dual.pad_chunk(chunks[i], **caps), keys[i]), device)
+            W, _ = svm_dual.solve_dual_cd(*arrays, options.max_epochs, C=options.C,
+                                          eps=options.eps, n_slots=int(caps["n_slots"]),
+                                          n_problems=caps["n_problems"])
+            running.append((plan[i], W))
+        for ps, W in running:
+            yield ps, np.asarray(W)[: int(s_par[ps].sum())]
 
 
 def _pow2(x: int) -> int:
