@@ -37,9 +37,10 @@ after another); spreading a parent over several lanes (concurrent updates of
 shared weights, as in PASSCoDe, Hsieh, Yu & Dhillon, ICML 2015) diverged here:
 every row shares the bias feature, so simultaneous updates overshoot.
 
-liblinear's stopping rule is kept per problem: the projected-gradient range
-``max PG - min PG`` over an epoch; the chunk stops when every problem's range is
-``<= eps`` or after ``max_epochs``.  Its shrinking is left out: it cannot skip
+liblinear's stopping rule: the projected-gradient range ``max PG - min PG`` over
+an epoch; a chunk stops when it is ``<= eps`` for every child over each lane's
+instances (which bounds it for every problem of the lane: at least as strict as
+liblinear's per-problem rule) or after ``max_epochs``.  Its shrinking is left out: it cannot skip
 work in lock step.
 
 Layout of one chunk (:func:`chunk_layout`, host side):
@@ -197,7 +198,7 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int, n_prob
     lanes = jnp.arange(sched.shape[1])
 
     def step(t, state, stride):
-        W, alpha, pg, pos = state
+        W, alpha, hi, lo, pos = state
         r = sched[jnp.where(t < length, pos, T), lanes]  # [U]
         f, c = first[r], count[r]
 
@@ -227,8 +228,10 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int, n_prob
 
         W = jax.lax.fori_loop(0, n_pieces, update, W)
         g = jnp.where(a > 0, G, jnp.minimum(G, 0.0))  # projected gradient
+        hi = jnp.maximum(hi, jnp.where(mm, g, -jnp.inf))
+        lo = jnp.minimum(lo, jnp.where(mm, g, jnp.inf))
         pos = (pos + stride) % jnp.maximum(length, 1)
-        return W, alpha.at[r].set(new), pg.at[r].set(jnp.where(mm, g, jnp.nan)), pos
+        return W, alpha.at[r].set(new), hi, lo, pos
 
     def epoch(state):
         W, alpha, key, e, _ = state
@@ -238,16 +241,15 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int, n_prob
         n = jnp.maximum(length, 1)
         stride = jnp.asarray(_PRIMES)[jax.random.randint(k1, length.shape, 0, len(_PRIMES))] % n
         start = jax.random.randint(k2, length.shape, 0, n)
-        pg = jnp.full(y.shape, jnp.nan, W.dtype)
-        W, alpha, pg, _ = jax.lax.fori_loop(0, jnp.max(length),
-                                            functools.partial(step, stride=stride),
-                                            (W, alpha, pg, start))
-        seg = functools.partial(jax.ops.segment_max, segment_ids=problem,
-                                num_segments=n_problems + 1)
-        hi = seg(jnp.where(jnp.isnan(pg), -jnp.inf, pg))[:n_problems]
-        lo = -seg(jnp.where(jnp.isnan(pg), -jnp.inf, -pg))[:n_problems]
+        U = sched.shape[1]
+        hi = jnp.full((U, B), -jnp.inf, W.dtype)
+        lo = jnp.full((U, B), jnp.inf, W.dtype)
+        W, alpha, hi, lo, _ = jax.lax.fori_loop(0, jnp.max(length),
+                                                functools.partial(step, stride=stride),
+                                                (W, alpha, hi, lo, start))
+        # the range over a lane bounds that of every problem in the lane
         gap = jnp.where(jnp.isfinite(hi) & jnp.isfinite(lo), hi - lo, 0.0)
-        return W, alpha, key, e + 1, jnp.max(gap, initial=0.0)
+        return W, alpha, key, e + 1, jnp.max(gap)
 
     def more(state):
         return (state[3] < max_epochs) & (state[4] > eps)
