@@ -34,7 +34,11 @@ def test_tfn_holds_positives():
     assert s.shape == (6, 20)
     assert bool(jnp.all(neg.hits(pos, s) | (pos < 0)))  # every positive is in its shortlist
     _rows_unique(s)
-    assert bool(jnp.all((s < 0) | (s // 5 == s // 5)))
+    # nothing else: every shortlisted node is a sibling of one of the point's positives
+    for row, p in zip(np.asarray(s), np.asarray(pos), strict=True):
+        parents = set((p[p >= 0] // 5).tolist())
+        assert set((row[row >= 0] // 5).tolist()) == parents
+        assert (row >= 0).sum() == 5 * len(parents)  # all children of each parent, once
 
 
 def test_man_holds_positives_and_beam():
@@ -46,6 +50,9 @@ def test_man_holds_positives_and_beam():
     assert bool(jnp.all(neg.hits(pos, s) | (pos < 0)))
     assert bool(jnp.all(neg.hits(beam * 5 + 4, s)))
     _rows_unique(s)
+    for row, p, b in zip(np.asarray(s), np.asarray(pos), np.asarray(beam), strict=True):
+        allowed = set((p[p >= 0] // 5).tolist()) | set(b.tolist())
+        assert set((row[row >= 0] // 5).tolist()) == allowed
     assert neg.man(beam, 5).shape == (6, 15)
 
 

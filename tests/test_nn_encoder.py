@@ -96,3 +96,31 @@ def test_minilm_matches_transformers():
     np.testing.assert_allclose(out.cls, ref_cls, atol=1e-4)
     m = mask[:, :, None]
     np.testing.assert_allclose(out.mean, (last * m).sum(1) / m.sum(1), atol=1e-4)
+
+
+def test_cls_only_gives_the_same_cls(tiny):
+    cfg, params = load_pretrained(tiny)
+    ids, mask = encode(load_tokenizer(tiny), ["w1 w2 w3 w9", "w4"], 10)
+    full = BertEncoder(cfg).apply({"params": params}, ids, mask)
+    short = jax.jit(lambda p, i, m: BertEncoder(cfg).apply({"params": p}, i, m, cls_only=True))(
+        params, ids, mask)
+    assert short.mean is None and short.cls.shape == full.cls.shape
+    np.testing.assert_allclose(short.cls, full.cls, atol=1e-5)
+    assert not np.allclose(full.cls[:, -1], full.cls[:, -2], atol=1e-3)  # layers do differ
+
+
+def test_bf16_compute_is_close_to_f32_and_returns_f32(tiny):
+    from jxmc.nn.encoder import compute_dtype
+
+    if jax.default_backend() == "cpu":
+        assert compute_dtype() == jnp.float32
+    else:
+        assert compute_dtype() == jnp.bfloat16
+    cfg, params = load_pretrained(tiny)
+    ids, mask = encode(load_tokenizer(tiny), ["w1 w2 w3 w9", "w4 w4"], 10)
+    f32 = BertEncoder(cfg).apply({"params": params}, ids, mask)
+    b16 = BertEncoder(cfg, jnp.bfloat16).apply({"params": params}, ids, mask)
+    assert b16.cls.dtype == b16.mean.dtype == jnp.float32
+    err = float(jnp.abs(b16.cls - f32.cls).max())
+    assert 0 < err < 0.1  # rounded to bf16 (not silently f32), and still the same network
+    np.testing.assert_allclose(b16.mean, f32.mean, atol=0.1)

@@ -102,3 +102,61 @@ def test_shortlists_in_forward_hold_positives():
 
     for lv, pos in zip(levels, b["pos"], strict=True):
         assert bool(jnp.all(hits(jnp.asarray(pos), lv.ids) | (pos < 0)))
+
+
+def test_frozen_heads_do_not_move():
+    tree, arrays, spec, params = _setup()
+    params = jax.tree_util.tree_map(np.asarray, params)
+    tx = make_optimizer(lr_encoder=1e-3, lr_heads=1e-2, total_steps=4, weight_decay=0.5,
+                        frozen_heads=("level_1",))
+    loss = functools.partial(cascade.loss_fn, perm=jnp.asarray(tree.perm), spec=spec,
+                             train_levels=(2,))
+    step = make_train_step(lambda p, b, r: loss(p, b, r), tx)
+    state = init_state(params, tx, 0)
+    for b in batches(arrays, 8, epoch=0):
+        state = step(state, b)[0]
+    new = state.params["heads"]
+    np.testing.assert_array_equal(new["level_1"]["w"], params["heads"]["level_1"]["w"])
+    assert not np.allclose(new["level_2"]["w"], params["heads"]["level_2"]["w"])
+    # level 3 has no gradient here, but it is not frozen: weight decay shrinks it
+    assert np.abs(new["level_3"]["w"]).sum() < np.abs(params["heads"]["level_3"]["w"]).sum()
+
+
+def test_phases_resume_in_the_middle_of_a_later_phase(tmp_path):
+    from jxmc.checkpoint import TrainCheckpoints
+    from jxmc.train.text_model import TextConfig, fit_phases
+
+    tree, arrays, spec, params = _setup()
+    params = jax.tree_util.tree_map(np.asarray, params)
+    config = TextConfig(epochs=2, batch_size=8, lr_encoder=1e-3, lr_heads=1e-2)
+    phases = [(1,), (2, 3)]
+
+    at_phase_2 = {}
+
+    def keep(p, prm):  # called at the start of each phase, with the params it starts from
+        at_phase_2.setdefault(p, np.array(prm["heads"]["level_1"]["w"]))
+        return prm
+
+    def fit(ckpt):
+        return fit_phases(params, spec, tree.perm, arrays, phases, config, seed=0, ckpt=ckpt,
+                          progress=False, on_phase_start=keep)
+
+    class Interrupt(TrainCheckpoints):
+        def save(self, step, state):
+            super().save(step, state)
+            if step == 3:  # the first of phase 2's two epochs
+                raise KeyboardInterrupt
+
+    full = fit(None)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Interrupt(tmp_path / "ckpt"))
+    again = TrainCheckpoints(tmp_path / "ckpt")
+    assert again.latest_step() == 3
+    resumed = fit(again)
+    assert again.latest_step() == 4
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # phase 2 did not train level 1: it is where phase 1 left it (and phase 1 moved it)
+    np.testing.assert_array_equal(full["heads"]["level_1"]["w"], at_phase_2[1])
+    assert not np.allclose(at_phase_2[1], params["heads"]["level_1"]["w"])

@@ -77,3 +77,72 @@ def test_configs_have_cli_fields():
     for module in (cascadexml, lightxml, xr_transformer):
         names = {f.name for f in dataclasses.fields(module.Config)}
         assert {"encoder", "epochs", "max_len", "batch_size"} <= names
+
+
+def test_cli_train_then_predict_a_plain_text_file(tmp_path, capsys):
+    from jxmc.cli import main
+    from jxmc.data.text import write_text_labels, write_texts
+
+    enc = tiny_encoder_dir(str(tmp_path / "enc"), words=32, layers=2, hidden=32, max_len=16,
+                           weights=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 64, 0), ("test", 16, 1)):
+        texts, _, Y = toy_texts(n, 12, words=32, seed=seed)
+        write_texts(data / f"{split}_texts.txt", texts)
+        write_text_labels(data / f"{split}_labels.txt",
+                          [[f"tag{j}" for j in Y[i].indices] for i in range(n)])
+    model = str(tmp_path / "model")
+    argv = ["train", "--data", str(data), "--method", "lightxml", "--encoder", enc,
+            "--epochs", "1", "--max-len", "12", "--batch-size", "16", "--model-dir", model,
+            "--set", "max_leaf_size=4", "--set", "nr_splits=2", "--set", "beam_size=2",
+            "--set", "lr_encoder=1e-3"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "lightxml: epoch 1/1 loss" in out.out and "seq/s" in out.out  # per-epoch summary
+    assert "P " in out.out and "test (16 points), lightxml" in out.out
+    docs = tmp_path / "new_docs.txt"
+    docs.write_text("w1 w1 w5 w7\nw3 w3 w2\nw9 w9 w10 w11 w4\n", encoding="utf-8")
+    pred = tmp_path / "pred.txt"
+    assert main(["predict", "--data", str(docs), "--model-dir", model, "--top-k", "3",
+                 "--out", str(pred)]) == 0
+    lines = pred.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        pairs = [p.rsplit(":", 1) for p in line.split()]
+        assert 1 <= len(pairs) <= 3 and all(name.startswith("tag") for name, _ in pairs)
+        scores = [float(s) for _, s in pairs]
+        assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    assert main(argv) == 0  # the same command again finds the trained model
+    assert "already holds this trained model" in capsys.readouterr().err
+
+
+def test_experiment_configs_state_a_valid_command_and_an_estimate():
+    import importlib.util
+    import pathlib
+    import shlex
+
+    from jxmc.cli import _parser
+    from jxmc.commands import _flag_overrides
+    from jxmc.models import get_method
+    from jxmc.models.base import parse_overrides
+
+    folder = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
+    paths = sorted(folder.glob("*.py"))
+    assert {p.stem for p in paths} >= {f"{m}_{d}" for m in ("cascadexml", "lightxml",
+                                                            "xr_transformer")
+                                       for d in ("debtags", "debian_deps")}
+    for path in paths:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        doc = mod.__doc__
+        assert "Expected runtime (ESTIMATE" in doc, path
+        line = next(x.strip() for x in doc.splitlines() if x.strip().startswith("jxmc train"))
+        assert line.startswith(mod.command(mod.get_config()) + " --model-dir "), path
+        args = _parser().parse_args(shlex.split(line)[1:])
+        method = get_method(args.method)
+        config = parse_overrides(method.Config, _flag_overrides(args) + args.overrides)
+        assert config.max_len == 128 and config.epochs >= 3, path
+        smoke = mod.get_config("smoke")
+        assert smoke["epochs"] == 1 and smoke["max_len"] < 128

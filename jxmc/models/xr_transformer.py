@@ -7,9 +7,11 @@ Multi-label Text Classification", NeurIPS 2021).
 2. Progressive fine-tuning, coarse to fine (Section 4.1): phase ``t`` trains the
    encoder and the level-``t`` label table for ``epochs`` epochs on the
    shortlist TFN + MAN (Section 4.2) -- the children of the positives' parents
-   and of the parents the model's own beam keeps at level ``t - 1``.  The table
-   of level ``t`` starts from its parents' rows (bootstrapping, Section 4.3).
-   The text representation is the mean-pooled last layer.
+   and of the parents the model's own beam keeps at level ``t - 1`` (the matcher
+   is the current encoder with the level-``t - 1`` table, frozen in phase ``t``
+   like every other table).  The table of level ``t`` starts from its parents'
+   rows (bootstrapping, Section 4.3).  The text representation is the
+   mean-pooled last layer (sentence-transformers' pooling of all-MiniLM-L6-v2).
 3. The final rankers are XR-Linear (:mod:`jxmc.models.xr_linear`) trained on
    the concatenation of the TF-IDF features and the fine-tuned embedding
    (each unit-norm; the row scaled by ``1/sqrt(2)``), with TFN + MAN negatives
@@ -38,6 +40,7 @@ from jxmc.train.text_model import (
     bundle,
     check_texts,
     embed_texts,
+    embed_tokens,
     fit_phases,
     load_encoder,
     unbundle,
@@ -70,8 +73,11 @@ def _concat(X, E) -> sp.csr_matrix:
 
 
 def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: bool = True,
-        texts: list[str] | None = None):
+        texts: list[str] | None = None, mesh=None):
     """Fine-tunes the encoder level by level, then trains XR-Linear on ``[X, embedding]``.
+
+    With a ``mesh`` both run on it (:func:`jxmc.train.text_model.fit_phases`,
+    :func:`jxmc.models.xr_linear.fit`).
 
     Raises:
       ConfigError: no texts, fewer than 2 labels, ``levels < 1``.
@@ -104,17 +110,17 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     arrays = {"ids": ids, "mask": mask, "pos": level_positives(Y, tree, config.max_positives)}
     params = fit_phases({"encoder": enc, "heads": heads}, spec, tree.perm, arrays,
                         [(t,) for t in range(1, D + 1)], config, seed=seed, ckpt=ckpt,
-                        progress=progress, on_phase_start=bootstrap, desc="xr-transformer")
-    E = embed_texts(params["encoder"], bert, tok, texts, max_len=config.max_len,
-                    batch_size=config.predict_batch_size)
+                        progress=progress, on_phase_start=bootstrap, desc="xr-transformer",
+                        mesh=mesh)
+    E = embed_tokens(params["encoder"], bert, ids, mask, batch_size=config.predict_batch_size)
     linear = xr_linear.fit(_concat(X, E), Y, _linear_config(config), seed=seed, ckpt=None,
-                           progress=progress)
+                           progress=progress, mesh=mesh)
     return {"encoder": params["encoder"], "linear": linear,
             "n_tfidf": np.asarray(X.shape[1], np.int32), **bundle(bert, tok)}
 
 
 def predict(params, X, config: Config = Config(), *, k: int = 10,
-            texts: list[str] | None = None) -> TopK:
+            texts: list[str] | None = None, mesh=None) -> TopK:
     """Top-``k`` labels by XR-Linear on ``[X, embedding(texts)]``.
 
     Raises:
@@ -127,7 +133,8 @@ def predict(params, X, config: Config = Config(), *, k: int = 10,
     bert, tok = unbundle(params)
     E = embed_texts(params["encoder"], bert, tok, texts, max_len=config.max_len,
                     batch_size=config.predict_batch_size)
-    return xr_linear.predict(params["linear"], _concat(X, E), _linear_config(config), k=k)
+    return xr_linear.predict(params["linear"], _concat(X, E), _linear_config(config), k=k,
+                             mesh=mesh)
 
 
 METHOD = Method(

@@ -2,7 +2,19 @@
 layer's [CLS] (:mod:`.encoder`), Hugging Face weight loading (:mod:`.weights`),
 tokenisation (:mod:`.tokenize`), per-level label tables (:mod:`.heads`), top-k
 (:mod:`.topk`), fixed-size negatives (:mod:`.negatives`) and the multi-level
-shortlist network (:mod:`.cascade`)."""
+shortlist network (:mod:`.cascade`).
+
+Flax Linen, not NNX: a Linen module is a pure function of an explicit parameter
+pytree (``BertEncoder(config).apply({"params": p}, ids, mask)``), which is what
+the rest of jxmc passes around -- params are nested dicts of arrays that orbax
+saves, optax updates, ``jax.jit`` donates and :mod:`jxmc.sharding` lays out on
+a mesh by path, and a Hugging Face checkpoint converts into one by renaming
+keys.  NNX modules are stateful objects; every one of those edges would need an
+``nnx.split`` / ``nnx.merge`` round trip and a second description of the state.
+
+Compute dtype: bf16 on GPU/TPU, f32 on CPU (:func:`compute_dtype`); parameters,
+softmax, LayerNorm and every returned score stay f32.
+"""
 
 from jxmc.nn.cascade import Spec, forward, level_loss, loss_fn, predict_topk
 from jxmc.nn.encoder import BertConfig, BertEncoder, EncoderOutput, compute_dtype, init_params

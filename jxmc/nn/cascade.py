@@ -19,6 +19,7 @@ over the valid points of the batch.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -90,9 +91,11 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
     if train:
         rng, r_enc = jax.random.split(rng)
         rngs = {"dropout": r_enc}
-    out = BertEncoder(spec.encoder, dtype).apply({"params": params["encoder"]}, ids, mask,
-                                                 deterministic=not train, rngs=rngs)
     D = len(spec.branching) if upto is None else upto
+    cls_only = all(spec.layers[t] for t in range(D))  # no level reads the mean-pooled output
+    out = BertEncoder(spec.encoder, dtype).apply({"params": params["encoder"]}, ids, mask,
+                                                 deterministic=not train, rngs=rngs,
+                                                 cls_only=cls_only)
     n = ids.shape[0]
     levels: list[Level] = []
     for t in range(1, D + 1):
@@ -116,7 +119,8 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
             par = jnp.where(jnp.isfinite(lp), jnp.take_along_axis(prev.ids, j, axis=1), -1)
             if positives is not None:  # the positive level-(t-1) nodes join the beam
                 par = jnp.concatenate([par, positives[t - 2]], axis=1)
-            par = neg.dedupe(par)
+            # at most K_{t-1} distinct parents: drop the columns that can only be padding
+            par = neg.dedupe(par)[:, :math.prod(spec.branching[:t - 1])]
             eq = (par[:, :, None] == prev.ids[:, None, :]) & (par[:, :, None] >= 0)
             plp = jnp.max(jnp.where(eq, jax.lax.stop_gradient(prev.logp)[:, None, :], -jnp.inf), -1)
             cand = neg.children(par, B)

@@ -48,25 +48,39 @@ def run_epochs(state, step_fn: Callable, batches: Callable[[int], Iterable], *,
         state is saved as step ``ckpt_offset + epoch + 1``.
       points: training points (for the throughput shown).
 
+    Prints a line per epoch: the loss, the epoch's seconds and sequences per second,
+    with the first step (which compiles the step in a phase's first epoch) apart.
+
     Returns:
-      ``(state, last metrics as floats)``.
+      ``(state, last metrics as floats)``; the metrics add ``epoch_s`` (seconds of
+      the last epoch), ``seq_s`` (its training points per second) and
+      ``first_step_s`` (its first step, compilation included).
     """
     metrics = {}
     for epoch in range(*epochs):
         bar = tqdm(total=n_batches, desc=f"{desc} epoch {epoch + 1}/{epochs[1]}",
                    disable=not progress, leave=False, mininterval=2.0)
         t0 = time.perf_counter()
+        first = 0.0
         for i, batch in enumerate(batches(epoch)):
             state, m = step_fn(state, batch)
+            if i == 0:
+                jax.block_until_ready(m)
+                first = time.perf_counter() - t0
             if i % 10 == 0 or i == n_batches - 1:
                 metrics = {k: float(v) for k, v in m.items()}
                 rate = points * (i + 1) / n_batches / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", docs_s=f"{rate:.1f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", seq_s=f"{rate:.1f}")
             bar.update(1)
+        metrics = {k: float(v) for k, v in m.items()}
+        seconds = time.perf_counter() - t0
+        steady = points * (n_batches - 1) / n_batches / max(seconds - first, 1e-9)
+        metrics.update(epoch_s=seconds, seq_s=points / max(seconds, 1e-9), first_step_s=first)
         bar.close()
         if progress:
-            print(f"{desc}: epoch {epoch + 1}/{epochs[1]} loss {metrics.get('loss', float('nan')):.4f}"
-                  f" ({time.perf_counter() - t0:.1f} s)", flush=True)
+            print(f"{desc}: epoch {epoch + 1}/{epochs[1]} loss {metrics['loss']:.4f}, "
+                  f"{seconds:.1f} s, {metrics['seq_s']:.1f} seq/s (first step {first:.1f} s, "
+                  f"compilation included; {steady:.1f} seq/s after it)", flush=True)
         if ckpt is not None:
             save_state(ckpt, ckpt_offset + epoch + 1, state)
     return state, metrics

@@ -23,9 +23,18 @@ def warmup_linear(peak: float, total_steps: int, warmup_steps: int) -> optax.Sch
 
 def make_optimizer(*, lr_encoder: float, lr_heads: float, total_steps: int,
                    warmup_steps: int = 0, weight_decay: float = 0.01,
-                   clip_norm: float = 1.0) -> optax.GradientTransformation:
-    """AdamW over ``{"encoder": ..., "heads": ...}`` params (any other top-level key
-    is treated as a head).
+                   clip_norm: float = 1.0,
+                   frozen_heads: tuple[str, ...] = ()) -> optax.GradientTransformation:
+    """AdamW over ``{"encoder": ..., "heads": {"level_1": ..., ...}}`` params (any
+    other top-level key is treated as a head).
+
+    Args:
+      lr_encoder, lr_heads: peak learning rates of the encoder and of the heads.
+      total_steps, warmup_steps: the schedule (:func:`warmup_linear`).
+      weight_decay: AdamW's decoupled decay, on matrices only.
+      clip_norm: the global gradient norm is clipped to this.
+      frozen_heads: names under ``params["heads"]`` left unchanged (no update,
+        no decay), e.g. XR-Transformer's coarser levels while a finer one trains.
 
     Raises:
       ValueError: ``total_steps < 1``.
@@ -40,10 +49,20 @@ def make_optimizer(*, lr_encoder: float, lr_heads: float, total_steps: int,
         return optax.adamw(warmup_linear(lr, total_steps, warmup_steps),
                            weight_decay=weight_decay, mask=decay_mask)
 
+    def fill(tree, label):
+        return jax.tree_util.tree_map(lambda _: label, tree)
+
     def labels(p):
-        return {key: jax.tree_util.tree_map(lambda _, k=key: "encoder" if k == "encoder"
-                                            else "heads", sub) for key, sub in p.items()}
+        out = {}
+        for key, sub in p.items():
+            if key == "heads" and isinstance(sub, dict):
+                out[key] = {name: fill(t, "frozen" if name in frozen_heads else "heads")
+                            for name, t in sub.items()}
+            else:
+                out[key] = fill(sub, "encoder" if key == "encoder" else "heads")
+        return out
 
     return optax.chain(optax.clip_by_global_norm(clip_norm),
                        optax.multi_transform({"encoder": adamw(lr_encoder),
-                                              "heads": adamw(lr_heads)}, labels))
+                                              "heads": adamw(lr_heads),
+                                              "frozen": optax.set_to_zero()}, labels))
