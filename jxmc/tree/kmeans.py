@@ -58,7 +58,8 @@ def _centroids(ell_idx, ell_val, child, weight, n_children: int, dim: int):
 
 
 @functools.partial(jax.jit, static_argnames=("max_nodes", "dim", "iters"))
-def bisect_level(ell_idx, ell_val, node, key, *, max_nodes: int, dim: int, iters: int):
+def bisect_level(ell_idx, ell_val, node, key, first=None, *, max_nodes: int, dim: int,
+                 iters: int):
     """Splits every node of one depth into two balanced halves.
 
     Args:
@@ -67,10 +68,13 @@ def bisect_level(ell_idx, ell_val, node, key, *, max_nodes: int, dim: int, iters
       node: ``i32[L]`` the node of each label at this depth, ids ``< max_nodes``;
         every node holds at least 2 labels.
       key: PRNG key for the initial centroids.
+      first: optional ``i32[max_nodes]``, how many labels of each node go to
+        child ``2k`` (default ``ceil(n_k / 2)``; ``n_k`` keeps the node whole).
 
     Returns:
       ``i32[L]``: the child of each label, ``2 * node`` or ``2 * node + 1``;
-      child ``2k`` gets the ``ceil(n_k / 2)`` labels that score highest.
+      child ``2k`` gets the ``first[k]`` (default ``ceil(n_k / 2)``) labels that
+      score highest.
 
     Shapes do not depend on the depth, so one compilation serves every depth.
     """
@@ -92,7 +96,7 @@ def bisect_level(ell_idx, ell_val, node, key, *, max_nodes: int, dim: int, iters
     seed_child = jnp.zeros(L + 1, jnp.int32).at[jnp.where(live, la, L)].set(2 * ar)
     seed_child = seed_child.at[jnp.where(live, lb, L)].set(2 * ar + 1)[:L]
     c0 = _centroids(ell_idx, ell_val, seed_child, seed_w, 2 * K, dim)
-    half = (count + 1) // 2
+    half = (count + 1) // 2 if first is None else first
     ones = jnp.ones(L, jnp.float32)
 
     def assign(c):
@@ -187,3 +191,112 @@ def build_tree(emb: sp.csr_matrix, *, max_leaf_size: int = 100, nr_splits: int =
     perm = np.full((2 ** t, leaf), -1, np.int32)
     perm[node[order], slot] = order
     return LabelTree(perm.reshape(-1), branching_from_bisections(t, leaf, nr_splits))
+
+
+def wide_branching(n_labels: int, *, branching: int = 100, max_leaf_size: int = 100,
+                   max_depth: int = 3) -> tuple[int, ...]:
+    """Bonsai's shape: ``t`` internal levels of ``branching`` children, the fewest that
+    leave at most ``max_leaf_size`` labels per leaf cluster, ``t <= max_depth - 1``.
+
+    The top level is narrowed so that there are at most ``L`` leaf clusters (each
+    holds at least one label).  Returns ``(B_1, ..., B_t, leaf)``, e.g.
+    ``(100, 2)`` for 159 labels and ``(100, 100, 6)`` for 50,694.
+
+    Raises:
+      ValueError: ``branching < 2``, ``max_depth < 2`` or fewer than 2 labels.
+    """
+    if branching < 2 or max_depth < 2 or n_labels < 2:
+        raise ValueError(f"need branching >= 2, max_depth >= 2 and >= 2 labels, got "
+                         f"{branching}, {max_depth}, {n_labels}")
+    t = 1
+    while t < max_depth - 1 and -(-n_labels // branching ** t) > max_leaf_size:
+        t += 1
+    levels = [branching] * t
+    below = branching ** (t - 1)
+    levels[0] = max(1, min(branching, n_labels // below))
+    K = int(np.prod(levels))
+    return tuple(levels) + (-(-n_labels // K),)
+
+
+def _spread(total: int, parts: int) -> np.ndarray:
+    """``parts`` sizes ``floor`` or ``ceil`` of ``total / parts``, the larger ones spread evenly."""
+    j = np.arange(parts + 1, dtype=np.int64)
+    return np.diff(j * total // parts)
+
+
+def build_wide_tree(emb: sp.csr_matrix, branching: tuple[int, ...], *, iters: int = 10,
+                    seed: int = 0, hash_dim: int = 1 << 14, hash_budget: int = 1 << 22,
+                    max_nnz: int = 64) -> LabelTree:
+    """A balanced tree of any internal branching factors, by recursive 2-means.
+
+    Each internal level splits every node into ``B_l`` children (any ``B_l >= 1``,
+    e.g. Bonsai's 100) with ``ceil(log2 B_l)`` rounds of the balanced spherical
+    2-means of :func:`bisect_level`: a node that must become ``m`` children is cut
+    into parts for ``ceil(m / 2)`` and ``floor(m / 2)`` of them, each getting as
+    many labels as its leaf clusters will hold.  The ``K = B_1 ... B_t`` leaf
+    clusters hold ``floor`` or ``ceil`` of ``L / K`` labels (the larger ones spread
+    evenly), so siblings differ by at most one label per leaf cluster below them.
+
+    This keeps the complete-tree layout (children by index arithmetic) that beam
+    search needs; Bonsai itself (Khandagale et al., Machine Learning 2020) runs
+    *unconstrained* k-means with ``K = 100``, whose clusters are unbalanced.
+
+    Args:
+      emb: ``csr f32[L, d]`` label embeddings (e.g. :func:`jxmc.embed.pifa`).
+      branching: ``(B_1, ..., B_t, leaf)`` with ``B_1 ... B_t <= L`` and
+        ``leaf = ceil(L / (B_1 ... B_t))`` (see :func:`wide_branching`).
+      iters, seed, hash_dim, hash_budget, max_nnz: as :func:`build_tree`; the
+        embeddings are also count-sketched when the centroids of the widest
+        round would exceed ``hash_budget`` floats.
+
+    Raises:
+      ValueError: ``branching`` does not fit ``L``.
+    """
+    L = emb.shape[0]
+    internal = tuple(int(b) for b in branching[:-1])
+    K = int(np.prod(internal))
+    if not internal or min(internal) < 1 or K > L or int(branching[-1]) != -(-L // K):
+        raise ValueError(f"branching {tuple(branching)} does not fit {L} labels")
+    Z = prune_rows(emb, max_nnz)
+    dim = Z.shape[1]
+    # binary nodes of the widest round: the dense centroids are 2 * widest * dim floats
+    widest = max(K // internal[-1] * (1 << max(0, math.ceil(math.log2(internal[-1])) - 1)), 1)
+    if dim > hash_dim or 2 * widest * dim > hash_budget:
+        dim = max(hash_budget // (2 * widest), 1024)
+        Z = count_sketch(Z, dim, seed)
+    x = csr_to_ell(Z)
+    ell_idx, ell_val = jnp.asarray(x.indices), jnp.asarray(x.values)
+    target = _spread(L, K)  # labels of each leaf cluster
+    key = jax.random.PRNGKey(seed)
+    node = np.zeros(L, np.int32)  # node of each label at the current level
+    nodes_above = 1
+    for B in internal:
+        span = K // (nodes_above * B)  # leaf clusters under each child of this level
+        child_size = target.reshape(nodes_above * B, span).sum(axis=1).reshape(nodes_above, B)
+        rounds = max(1, math.ceil(math.log2(B)))
+        lo = np.zeros(1, np.int64)  # child range [lo, hi) of each binary code
+        hi = np.full(1, B, np.int64)
+        code = np.zeros(L, np.int64)
+        max_nodes = nodes_above * (1 << (rounds - 1))
+        for r in range(rounds):
+            mid = np.where(hi - lo >= 2, lo + (hi - lo + 1) // 2, hi)
+            csum = np.concatenate([np.zeros((nodes_above, 1), np.int64),
+                                   np.cumsum(child_size, axis=1)], axis=1)
+            first = (csum[:, mid] - csum[:, lo]).reshape(-1)  # [nodes_above * 2^r]
+            first = np.pad(first, (0, max_nodes - len(first))).astype(np.int32)
+            bnode = (node.astype(np.int64) << r) + code
+            key, sub = jax.random.split(key)
+            child = np.asarray(bisect_level(ell_idx, ell_val, jnp.asarray(bnode, jnp.int32), sub,
+                                            jnp.asarray(first), max_nodes=max_nodes, dim=dim,
+                                            iters=iters))
+            code = child - (node.astype(np.int64) << (r + 1))
+            lo, hi = np.stack([lo, mid], 1).reshape(-1), np.stack([mid, hi], 1).reshape(-1)
+        node = (node.astype(np.int64) * B + lo[code]).astype(np.int32)
+        nodes_above *= B
+    leaf = int(branching[-1])
+    order = np.argsort(node, kind="stable")
+    counts = np.bincount(node, minlength=K)
+    slot = np.arange(L) - np.repeat(np.cumsum(counts) - counts, counts)
+    perm = np.full((K, leaf), -1, np.int32)
+    perm[node[order], slot] = order
+    return LabelTree(perm.reshape(-1), internal + (leaf,))

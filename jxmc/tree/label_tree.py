@@ -12,6 +12,12 @@ predicted).  Everything else is index arithmetic:
 
 This replaces PECOS's chain of sparse cluster matrices ``C`` (label-to-cluster,
 one per level): ``C_l[v, u] = 1`` iff ``v // B_l == u``.
+
+Label copies (label disentanglement, Liu et al., NeurIPS 2021, :mod:`.disentangle`):
+a label may sit at up to ``lambda`` leaf positions, in distinct leaf clusters
+(parents of the leaves).  ``perm`` then repeats the label; everything above stays
+index arithmetic, :func:`label_copies` lists each label's positions, and beam
+search merges the copies into one entry (:mod:`.beam`).
 """
 
 from __future__ import annotations
@@ -42,27 +48,66 @@ class LabelTree(NamedTuple):
         return int((self.perm >= 0).sum())
 
 
-def check_tree(tree: LabelTree, n_labels: int | None = None) -> None:
-    """Raises ValueError unless ``tree`` is a valid complete tree (over ``n_labels``)."""
+def check_tree(tree: LabelTree, n_labels: int | None = None, max_copies: int = 1) -> None:
+    """Raises ValueError unless ``tree`` is a valid complete tree (over ``n_labels``).
+
+    With ``max_copies > 1`` a label may sit at up to ``max_copies`` leaf positions,
+    never twice in one leaf cluster; with ``n_labels`` every label must have one.
+    """
     perm = np.asarray(tree.perm)
     if any(int(b) < 1 for b in tree.branching):
         raise ValueError(f"branching factors must be >= 1, got {tree.branching}")
     if perm.ndim != 1 or perm.size != int(np.prod(tree.branching)):
         raise ValueError(f"perm has shape {perm.shape}, expected ({int(np.prod(tree.branching))},)")
-    real = perm[perm >= 0]
-    if len(np.unique(real)) != len(real):
-        raise ValueError("perm repeats a label")
-    if n_labels is not None and (len(real) != n_labels or (len(real) and real.max() >= n_labels)):
-        raise ValueError(f"perm does not hold each of the {n_labels} labels exactly once")
+    q = np.nonzero(perm >= 0)[0]
+    real = perm[q]
+    if max_copies <= 1:
+        if len(np.unique(real)) != len(real):
+            raise ValueError("perm repeats a label")
+        if n_labels is not None and (len(real) != n_labels or (len(real) and real.max() >= n_labels)):
+            raise ValueError(f"perm does not hold each of the {n_labels} labels exactly once")
+        return
+    counts = np.bincount(real, minlength=n_labels or 0)
+    if counts.max(initial=0) > max_copies:
+        raise ValueError(f"a label sits at {counts.max()} leaf positions, more than {max_copies}")
+    cluster = q // int(tree.branching[-1])
+    pairs = real.astype(np.int64) * (len(perm) // int(tree.branching[-1])) + cluster
+    if len(np.unique(pairs)) != len(pairs):
+        raise ValueError("a label sits twice in one leaf cluster")
+    if n_labels is not None and (len(counts) != n_labels or counts.min(initial=1) < 1):
+        raise ValueError(f"perm does not hold each of the {n_labels} labels at least once")
 
 
 def label_positions(tree: LabelTree, n_labels: int) -> np.ndarray:
-    """``i32[L]``: the leaf position of each label (inverse of ``perm``)."""
+    """``i32[L]``: the leaf position of each label (inverse of ``perm``; a tree
+    without copies -- see :func:`label_copies` otherwise)."""
     perm = np.asarray(tree.perm)
     pos = np.full(n_labels, -1, np.int32)
     q = np.nonzero(perm >= 0)[0]
     pos[perm[q]] = q
     return pos
+
+
+def label_copies(tree: LabelTree, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every leaf position of each label, as CSR over labels.
+
+    Returns:
+      ``(indptr: i64[L + 1], positions: i32[N])``: the positions of label ``l``
+      are ``positions[indptr[l]:indptr[l + 1]]``, ascending (one per label
+      without copies, then ``positions == label_positions``).
+    """
+    perm = np.asarray(tree.perm)
+    q = np.nonzero(perm >= 0)[0]
+    order = np.argsort(perm[q], kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(perm[q], minlength=n_labels))])
+    return indptr.astype(np.int64), q[order].astype(np.int32)
+
+
+def has_copies(tree: LabelTree) -> bool:
+    """Whether some label sits at more than one leaf position."""
+    real = np.asarray(tree.perm)
+    real = real[real >= 0]
+    return len(np.unique(real)) != len(real)
 
 
 def ancestors_of_positions(tree: LabelTree, positions: np.ndarray, level: int) -> np.ndarray:

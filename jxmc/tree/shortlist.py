@@ -13,7 +13,9 @@ Section 3.3.2).  Two choices of ``M``:
   search keeps for the instance, whether right or wrong; ``tfn+man`` is their union.
 
 Pairs are returned flat and sorted by parent, then instance; the root's level
-(level 1) has the single parent 0 and every instance.
+(level 1) has the single parent 0 and every instance.  With label copies
+(:mod:`jxmc.tree.disentangle`) an instance is a positive of every copy of its
+labels, so TFN pairs hold the parent of every copy.
 """
 
 from __future__ import annotations
@@ -21,19 +23,35 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from jxmc.tree.label_tree import LabelTree, ancestors_of_positions, label_positions
+from jxmc.tree.label_tree import (
+    LabelTree,
+    ancestors_of_positions,
+    has_copies,
+    label_copies,
+    label_positions,
+)
 
 
 def positive_nodes(Y: sp.spmatrix, tree: LabelTree, level: int) -> sp.csr_matrix:
     """``csr bool[n, K_level]``: the level-``level`` ancestors of each instance's labels.
 
-    Level ``D`` gives leaf positions; level 0 the root (one column).
+    Level ``D`` gives leaf positions; level 0 the root (one column).  A label
+    with copies (:func:`jxmc.tree.label_tree.label_copies`) contributes every
+    copy's position and ancestors.
     """
     Y = sp.csr_matrix(Y)
-    pos = label_positions(tree, Y.shape[1])
-    nodes = ancestors_of_positions(tree, pos[Y.indices], level)
     sizes = (1,) + tree.level_sizes()
     rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
+    if has_copies(tree):
+        indptr, positions = label_copies(tree, Y.shape[1])
+        n_copies = np.diff(indptr)[Y.indices]
+        first = np.repeat(indptr[Y.indices], n_copies)
+        offset = np.arange(int(n_copies.sum())) - np.repeat(np.cumsum(n_copies) - n_copies, n_copies)
+        nodes = ancestors_of_positions(tree, positions[first + offset], level)
+        rows = np.repeat(rows, n_copies)
+    else:
+        pos = label_positions(tree, Y.shape[1])
+        nodes = ancestors_of_positions(tree, pos[Y.indices], level)
     keep = nodes >= 0
     M = sp.csr_matrix((np.ones(int(keep.sum()), bool), (rows[keep], nodes[keep])),
                       shape=(Y.shape[0], sizes[level]))
