@@ -16,6 +16,7 @@ import time
 # Quiet XLA/absl start-up chatter before jax is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from jxmc.devices import use_host_cores  # noqa: E402
 from jxmc.errors import JxmcError  # noqa: E402
 from jxmc.version import __version__  # noqa: E402
 
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None, help="passes over the training set")
     t.add_argument("--max-len", type=int, default=None, help="transformer methods: tokens per text")
     t.add_argument("--batch-size", type=int, default=None, help="points per training step")
+    t.add_argument("--clusters-per-label", type=int, default=None, metavar="LAMBDA",
+                   help="tree methods (xr-linear, parabel, bonsai): label disentanglement, "
+                        "each label in LAMBDA leaf clusters (default 1: off)")
     _add_ab(t)
     _add_mesh(t)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -76,8 +80,26 @@ def _add_mesh(p: argparse.ArgumentParser) -> None:
                         "(D*M = the devices; see README 'Scale-out')")
 
 
+def _compile_cache() -> None:
+    """Turns on JAX's persistent compilation cache, so a repeated command skips XLA compiles.
+
+    The folder is ``$JXMC_COMPILE_CACHE`` (default ``~/.cache/jxmc/xla``); set it to
+    ``off`` to compile afresh (the benchmarks under experiments/ do).
+    """
+    where = os.environ.get("JXMC_COMPILE_CACHE",
+                           os.path.join(os.path.expanduser("~"), ".cache", "jxmc", "xla"))
+    if where.strip().lower() in ("", "0", "off", "none", "false"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    use_host_cores()
+    _compile_cache()
     try:
         from jxmc import commands
         if args.command == "train":

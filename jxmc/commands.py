@@ -79,7 +79,8 @@ def _mesh_kwargs(fn, mesh, who: str) -> dict:
 def _flag_overrides(args) -> list[str]:
     """``--epochs`` etc. as ``key=value`` overrides (they apply to methods that have the field)."""
     flags = {"encoder": args.encoder, "epochs": args.epochs, "max_len": args.max_len,
-             "batch_size": args.batch_size}
+             "batch_size": args.batch_size,
+             "clusters_per_label": getattr(args, "clusters_per_label", None)}
     return [f"{k}={v}" for k, v in flags.items() if v is not None]
 
 

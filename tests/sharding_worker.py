@@ -21,13 +21,15 @@ import sys
 
 def _args():
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["topk", "step", "ckpt-save", "ckpt-restore", "dist"])
+    p.add_argument("scenario", choices=["topk", "step", "ckpt-save", "ckpt-restore", "dist",
+                                        "xrl", "text"])
     p.add_argument("out")
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--ckpt", default=None)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--mesh", default=None, help="xrl: a --mesh spec, or none")
     return p.parse_args()
 
 
@@ -234,7 +236,8 @@ def ckpt_restore(out: str) -> None:
 
 
 def dist(out: str) -> None:
-    """The same sharded top-k and heads-only train steps in 1 or 2 processes (4 devices)."""
+    """The same sharded top-k, heads-only train steps and XR-Linear fit + sharded beam
+    search in 1 or 2 processes (4 devices)."""
     import optax
 
     from jxmc.nn.heads import score_dense, score_shortlist, table_init
@@ -278,6 +281,17 @@ def dist(out: str) -> None:
         losses.append(float(S.to_host(m["loss"])))
     res["losses"] = np.asarray(losses)
     res.update(_flat(state.params, "params/"))
+    # XR-Linear: every process solves the rankers on its own devices (the same model),
+    # then the sharded beam search spans both processes' devices
+    from jxmc.models import xr_linear
+
+    X, Y = _xrl_data()
+    cfg = xr_linear.Config(max_leaf_size=3, nr_splits=2, beam_size=3, predict_batch_size=16,
+                           max_epochs=5)
+    model = xr_linear.fit(X[:120], Y[:120], cfg, seed=0, progress=False, mesh=mesh)
+    top = xr_linear.predict(model, X[120:], cfg, k=4, mesh=mesh)
+    res["xrl_ids"], res["xrl_scores"] = top.ids, top.scores
+    res["xrl_values"] = model["levels"]["level_2"]["values"]
     info = {"process_count": jax.process_count(), "devices": len(jax.devices()),
             "local_devices": len(jax.local_devices()), "mesh": dict(mesh.shape)}
     np.savez(os.path.join(out, f"dist{ARGS.process_id}.npz"), **res)
@@ -285,10 +299,144 @@ def dist(out: str) -> None:
         json.dump(info, f)
 
 
+def _xrl_data(n: int = 160, d: int = 40, L: int = 20, seed: int = 0):
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    proto = rng.random((L, d)) * (rng.random((L, d)) < 0.2)
+    Y = np.zeros((n, L), np.float32)
+    X = np.zeros((n, d), np.float32)
+    for i in range(n):
+        labs = rng.choice(L, size=rng.integers(1, 3), replace=False)
+        Y[i, labs] = 1
+        X[i] = proto[labs].sum(0) + 0.05 * rng.random(d) * (rng.random(d) < 0.1)
+    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return sp.csr_matrix(X), sp.csr_matrix(Y)
+
+
+def xrl(out: str) -> None:
+    """XR-Linear fit (MAN negatives: the training-set beam runs on the mesh too) and
+    predict, on ``--mesh`` or on one device; records the devices the solver's
+    chunks ran on and the compiled sharded beam's HLO."""
+    from jxmc.models import rankers, xr_linear, xr_linear_mesh
+    from jxmc.ops import sparse_weights as sw
+
+    X, Y = _xrl_data()
+    # tiny chunks (one parent each): many chunks, several rounds over the devices
+    cfg = xr_linear.Config(max_leaf_size=3, nr_splits=2, beam_size=3, predict_batch_size=16,
+                           chunk_weights=8, negatives="tfn+man", max_epochs=5)
+    mesh = None if ARGS.mesh in (None, "none") else S.mesh_from_string(ARGS.mesh)
+    used = []
+    solve = rankers.svm_dual.solve_dual_cd
+
+    def recording(*args, **kw):
+        used.append(sorted(d.id for d in jax.tree_util.tree_leaves(args)[0].devices()))
+        return solve(*args, **kw)
+
+    rankers.svm_dual.solve_dual_cd = recording
+    params = xr_linear.fit(X[:120], Y[:120], cfg, seed=0, progress=False, mesh=mesh)
+    rankers.svm_dual.solve_dual_cd = solve
+    top = xr_linear.predict(params, X[120:], cfg, k=4, mesh=mesh)
+    res = {f"levels/{lv}/{key}": np.asarray(a) for lv, arrs in params["levels"].items()
+           for key, a in arrs.items()}
+    res.update(perm=np.asarray(params["perm"]), ids=top.ids, scores=top.scores)
+    info = {"chunk_devices": used, "branching": [int(b) for b in params["branching"]]}
+    if mesh is not None:
+        tree = xr_linear._tree_of(params)
+        shapes, dev = xr_linear_mesh.sharded_levels(params, tree.depth, mesh)
+        n = 8 * mesh.shape[S.DATA]
+        x = csr_to_ell_batch(sw.add_bias(X[120:120 + n], cfg.bias))
+        q = S.shard_batch(x, mesh)
+        perm = S.put(np.asarray(tree.perm), S.replicated(mesh))
+        hlo = xr_linear_mesh.beam_batch.lower(
+            dev, perm, *q, mesh=mesh, branching=tree.branching, shapes=shapes,
+            beam=cfg.beam_size, k=4, leaf_ids=True, transform=cfg.transform,
+            merge=False).compile().as_text()
+        with open(os.path.join(out, "beam.hlo.txt"), "w") as f:
+            f.write(hlo)
+        sizes = {}
+        for lv in dev:
+            for dev_id, nbytes in S.device_bytes(lv).items():
+                sizes[dev_id] = sizes.get(dev_id, 0) + nbytes
+        one_device = sum(np.asarray(a).nbytes for i in range(1, tree.depth + 1)
+                         for a in jax.tree_util.tree_leaves(sw.scoring_layout(
+                             {k_: params["levels"][f"level_{i}"][k_]
+                              for k_ in xr_linear.LEVEL_KEYS}, tree.branching[i - 1])[:2]))
+        info.update(n=n, data=mesh.shape[S.DATA], model=mesh.shape[S.MODEL],
+                    one_device_layout_bytes=int(one_device),
+                    mesh_devices=sorted(d.id for d in mesh.devices.flat),
+                    level_bytes_per_device=sizes,
+                    level_bytes_total=int(sum(np.asarray(a).nbytes
+                                              for arrs in params["levels"].values()
+                                              for a in arrs.values())))
+    np.savez(os.path.join(out, "xrl.npz"), **res)
+    with open(os.path.join(out, "xrl.json"), "w") as f:
+        json.dump(info, f)
+
+
+def text(out: str) -> None:
+    """cascadexml, lightxml and xr-transformer trained and run on one device and on
+    ``--mesh`` (tiny random encoder), then re-fitted from their finished checkpoints
+    on the mesh (the restored state goes back into the mesh layout)."""
+    from jxmc.checkpoint import TrainCheckpoints
+    from jxmc.models import cascadexml, lightxml, xr_transformer
+    from jxmc.nn.testing import tiny_encoder_dir, toy_texts
+
+    folder = tiny_encoder_dir(os.path.join(out, "enc"), words=32, layers=2, hidden=32,
+                              max_len=16)
+    texts, X, Y = toy_texts(48, 12, words=32, seed=0)
+    small = dict(pretrained=False, epochs=2, max_len=12, batch_size=16, max_leaf_size=4,
+                 nr_splits=2, lr_encoder=1e-3, predict_batch_size=32, beam_size=2)
+    mesh = S.mesh_from_string(ARGS.mesh)
+    res, info, seen = {}, {}, []
+    train_step, predict_step = S.shard_train_step, S.shard_predict_step
+
+    def recording_train(step_fn, state, mesh):  # the layouts the sharded steps get
+        seen.append({S.path_name(p): str(a.sharding.spec) for p, a in
+                     jax.tree_util.tree_leaves_with_path(state.params)
+                     if S.path_name(p).startswith("heads/")})
+        return train_step(step_fn, state, mesh)
+
+    def recording_predict(fn, params, mesh):
+        seen.append({S.path_name(p): str(a.sharding.spec) for p, a in
+                     jax.tree_util.tree_leaves_with_path(params)
+                     if S.path_name(p).startswith("heads/")})
+        return predict_step(fn, params, mesh)
+
+    S.shard_train_step, S.shard_predict_step = recording_train, recording_predict
+    for module in (cascadexml, lightxml, xr_transformer):
+        name = module.METHOD.name
+        extra = {"levels": 2} if module is xr_transformer else {}
+        config = module.Config(encoder=folder, **small, **extra)
+        for where, m in (("one", None), ("mesh", mesh)):
+            ckpt = TrainCheckpoints(os.path.join(out, f"ck-{name}-{where}"))
+            params = module.fit(X, Y, config, seed=0, texts=texts, progress=False, ckpt=ckpt,
+                                mesh=m)
+            top = module.predict(params, X, config, k=4, texts=texts, mesh=m)
+            res.update(_flat(params, f"{name}/{where}/params/"))
+            res[f"{name}/{where}/ids"], res[f"{name}/{where}/scores"] = top.ids, top.scores
+            if m is not None:
+                again = module.fit(X, Y, config, seed=0, texts=texts, progress=False,
+                                   ckpt=ckpt, mesh=m)  # every epoch done: restored only
+                res.update(_flat(again, f"{name}/resumed/params/"))
+        info[name] = {"layouts": seen[:]}
+        seen.clear()
+    np.savez(os.path.join(out, "text.npz"), **res)
+    with open(os.path.join(out, "text.json"), "w") as f:
+        json.dump(info, f)
+
+
+def csr_to_ell_batch(Xb, z: int = 16):
+    from jxmc.data.batches import csr_to_ell
+
+    x = csr_to_ell(Xb, z)
+    return np.asarray(x.indices), np.asarray(x.values)
+
+
 if __name__ == "__main__":
     os.makedirs(ARGS.out, exist_ok=True)
     {"topk": topk, "step": step, "ckpt-save": ckpt_save, "ckpt-restore": ckpt_restore,
-     "dist": dist}[ARGS.scenario](ARGS.out)
+     "dist": dist, "xrl": xrl, "text": text}[ARGS.scenario](ARGS.out)
     if ARGS.scenario == "dist" and ARGS.num_processes > 1:
         jax.distributed.shutdown()
     sys.exit(0)

@@ -43,7 +43,7 @@ def test_mesh_goes_only_to_functions_that_take_it():
 
 
 @pytest.mark.parametrize("argv, devices, message", [
-    (("train", "--mesh", "data=2,model=4"), None, "needs 8 devices, there are 1"),
+    (("train", "--mesh", "data=2,model=4"), 1, "needs 8 devices, there are 1"),
     (("train", "--mesh", "data=2,pipe=4"), None, "--mesh expects data=D,model=M"),
     (("train", "--method", "ovr", "--mesh", "data=2,model=4"), 8,
      "--method ovr training does not run on a device mesh; --mesh asks for 8 devices"),
@@ -56,3 +56,26 @@ def test_bad_mesh_exits_2_in_one_line(tmp_path, argv, devices, message):
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("jxmc: error: ") and message in lines[-1], r.stderr
     assert "Traceback" not in r.stderr
+
+
+SMALL = "synthetic:n_train=400,n_test=60,n_labels=48,n_features=300,branching=4/4"
+
+
+def test_xr_linear_trains_and_predicts_on_a_mesh(tmp_path):
+    """``jxmc train/predict --mesh`` run XR-Linear on 4 fake devices; the predictions
+    file equals the one of the same model predicted without a mesh."""
+    model = str(tmp_path / "m")
+    sets = ["--set", "max_leaf_size=4", "--set", "max_epochs=3"]
+    r = _run("train", "--data", SMALL, "--model-dir", model, "--no-progress", *sets,
+             "--mesh", "data=2,model=2", devices=4)
+    assert r.returncode == 0, r.stderr
+    assert "P " in r.stdout
+    r = _run("predict", "--data", SMALL, "--model-dir", model, "--out", str(tmp_path / "mesh.txt"),
+             "--mesh", "data=2,model=2", devices=4)
+    assert r.returncode == 0, r.stderr
+    r = _run("predict", "--data", SMALL, "--model-dir", model, "--out", str(tmp_path / "one.txt"),
+             devices=1)
+    assert r.returncode == 0, r.stderr
+    mesh, one = ((tmp_path / f"{n}.txt").read_text().splitlines() for n in ("mesh", "one"))
+    assert len(one) == 60 and all(one)
+    assert mesh == one

@@ -1,7 +1,8 @@
 """Multi-host start-up: two processes on localhost (2 CPU devices each, gloo
-collectives, ``jax.distributed.initialize``) run the sharded top-k and three
-sharded train steps on a ``data=2,model=2`` mesh over their 4 devices, and agree
-with each other and with one process holding 4 devices."""
+collectives, ``jax.distributed.initialize``) run the sharded top-k, three
+sharded train steps and XR-Linear's fit and sharded beam search on a
+``data=2,model=2`` mesh over their 4 devices, and agree with each other and with
+one process holding 4 devices."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_two_processes_agree_with_one(tmp_path):
     errors = []
     try:
         for p in procs:
-            _, err = p.communicate(timeout=240)
+            _, err = p.communicate(timeout=400)
             if p.returncode != 0:
                 errors.append(err[-3000:])
     finally:
@@ -59,3 +60,4 @@ def test_two_processes_agree_with_one(tmp_path):
     for key in a.files:
         np.testing.assert_allclose(a[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
     assert a["losses"][-1] < a["losses"][0]
+    assert (a["xrl_ids"][:, 0] >= 0).all()  # XR-Linear predicted (compared above)

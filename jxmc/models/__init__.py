@@ -18,6 +18,8 @@ METHODS: dict[str, str] = {
     "plst": "jxmc.models.plst",
     "cplst": "jxmc.models.cplst",
     "leml": "jxmc.models.leml",
+    "parabel": "jxmc.models.parabel",
+    "bonsai": "jxmc.models.bonsai",
     "cascadexml": "jxmc.models.cascadexml",
     "xr-transformer": "jxmc.models.xr_transformer",
     "lightxml": "jxmc.models.lightxml",

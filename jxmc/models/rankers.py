@@ -60,7 +60,8 @@ def piece_width(nnz: np.ndarray) -> int:
 
 
 def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int,
-                options: Options | None = None, *, beam_parents=None, seed: int = 0) -> dict:
+                options: Options | None = None, *, beam_parents=None, seed: int = 0,
+                devices=None) -> dict:
     """Trains the rankers of ``level`` (``1 .. D``).
 
     Args:
@@ -72,6 +73,9 @@ def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int
       beam_parents: ``i32[n, b]`` level ``level - 1`` nodes kept by the beam, for
         MAN pairs (``None``: TFN only).
       seed: seeds dual-cd's per-epoch shuffles.
+      devices: where dual-cd runs its chunks side by side (default
+        ``jax.local_devices()``; a mesh's: :func:`jxmc.models.xr_linear_mesh.solver_devices`);
+        the result does not depend on them.  Newton runs on the default device.
 
     Returns:
       the level's arrays (:func:`jxmc.ops.sparse_weights.assemble_level`).
@@ -94,7 +98,8 @@ def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int
     off = {"s": _offsets(s_par), "p": _offsets(p_par), "e": _offsets(e_par)}
     data = (slot, val, pair, parent, y, mask)
     if options.solver == "dual-cd":
-        solved = _dual_cd(data, off, s_par, p_par, options, np.diff(Xb.indptr), level + seed)
+        solved = _dual_cd(data, off, s_par, p_par, options, np.diff(Xb.indptr), level + seed,
+                          devices=devices)
     else:
         solved = _newton(data, off, s_par, p_par, e_par, options, B)
     parts = []
@@ -151,7 +156,7 @@ def plan_balanced(pairs: np.ndarray, slots: np.ndarray, *, n_lanes: int, slot_li
     return chunks
 
 
-def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int):
+def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devices=None):
     """Yields ``(parents, W: f32[slots of parents, B])`` per chunk of parents."""
     slot, val, pair, parent, y, mask = data
     B = y.shape[1]
@@ -182,9 +187,10 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int):
                 pieces=max(c.idx.shape[0] - 1 for c in chunks),
                 steps=max(c.sched.shape[0] for c in chunks), n_problems=max(len(ps) for ps in plan))
     keys = jax.random.split(jax.random.PRNGKey(seed), len(plan))
-    # chunks run side by side on the backend's devices (the host's cores, jxmc.devices),
-    # one round of similar chunks at a time (the plan is largest first)
-    devices = jax.local_devices()
+    # chunks run side by side on the backend's devices (the host's cores, jxmc.devices)
+    # or a mesh's, one round of similar chunks at a time (the plan is largest first); the
+    # plan and the keys do not depend on the devices, so neither does the result
+    devices = list(devices) if devices else jax.local_devices()
     for r in range(0, len(plan), len(devices)):
         running = []
         for i, device in zip(range(r, min(r + len(devices), len(plan))), devices, strict=False):

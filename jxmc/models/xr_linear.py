@@ -37,34 +37,42 @@ import scipy.sparse as sp
 from jxmc.data.batches import csr_to_ell
 from jxmc.embed import pifa
 from jxmc.errors import ConfigError
+from jxmc.models import rankers
 from jxmc.models.base import Method
 from jxmc.ops import sparse_weights as sw
-from jxmc.ops.svm import solve_squared_hinge
-from jxmc.tree.beam import beam_search
-from jxmc.tree.kmeans import build_tree
-from jxmc.tree.label_tree import LabelTree
-from jxmc.tree.shortlist import pair_targets, training_pairs
+from jxmc.tree.beam import TRANSFORMS, beam_search
+from jxmc.tree.disentangle import matcher_scores, reassign
+from jxmc.tree.kmeans import build_tree, build_wide_tree, wide_branching
+from jxmc.tree.label_tree import LabelTree, has_copies
 from jxmc.types import TopK
 
 
 @dataclass(frozen=True)
 class Config:
-    nr_splits: int = 16  # children per internal tree level (a power of two; PECOS 16)
+    nr_splits: int = 16  # children per internal tree level (a power of two; PECOS 16; any for "wide")
     max_leaf_size: int = 100  # labels per leaf cluster at most (PECOS 100)
     kmeans_iters: int = 10  # 2-means iterations per bisection
     C: float = 1.0  # squared-hinge loss weight (liblinear's C; PECOS Cp = Cn = 1)
     bias: float = 1.0  # value of the appended bias feature (PECOS 1.0)
     threshold: float = 0.1  # weights with |w| below this are dropped (PECOS 0.1)
-    newton_iters: int = 3  # truncated-Newton outer steps per level
-    cg_iters: int = 5  # conjugate-gradient steps per Newton step
+    solver: str = "dual-cd"  # "dual-cd" (PECOS's algorithm) or "newton" (jxmc.models.rankers)
+    eps: float = 0.1  # dual-cd stops at this projected-gradient range (liblinear / PECOS 0.1)
+    max_epochs: int = 20  # dual-cd: passes over each level's instances at most
+    lanes: int = 16  # dual-cd: parents solved side by side (jxmc.ops.svm_dual)
+    piece_width: int = 0  # dual-cd: feature entries gathered per step and lane; 0: from the data
+    newton_iters: int = 10  # newton: outer steps per level
+    cg_iters: int = 20  # newton: conjugate-gradient steps per outer step
     negatives: str = "tfn"  # matching matrix M: "tfn" (PECOS default) or "tfn+man"
     beam_size: int = 10  # nodes kept per level at prediction (PECOS 10)
-    chunk_weights: int = 1 << 23  # floats of ranker weights solved at once (memory bound)
-    chunk_entries: int = 1 << 22  # feature entries solved at once
+    chunk_weights: int = 1 << 25  # floats of ranker weights solved at once (memory bound)
     predict_batch_size: int = 256  # queries per prediction step (at most)
+    tree_shape: str = "pecos"  # "pecos": bisections grouped by nr_splits; "wide": Bonsai's levels
+    max_depth: int = 3  # "wide" trees: levels at most, the label level included (Bonsai 3)
+    transform: str = "l3-hinge"  # node score -> probability: "l3-hinge" (PECOS), "l2-hinge" (Parabel)
+    clusters_per_label: int = 1  # label disentanglement's lambda (Liu et al. 2021); 1: off
+    copy_fraction: float = 1.0  # share of labels given lambda copies (most entangled first)
 
 
-SLOT_BLOCK = 16  # slot padding granule of the solver
 LEVEL_KEYS = ("indptr", "features", "slot_ptr", "children", "values")
 
 
@@ -72,88 +80,93 @@ def _tree_of(params) -> LabelTree:
     return LabelTree(np.asarray(params["perm"]), tuple(int(b) for b in params["branching"]))
 
 
-def _pow2(x: int) -> int:
-    return 1 << max(0, int(x) - 1).bit_length()
+def _ranker_options(config: Config) -> rankers.Options:
+    return rankers.Options(**{f: getattr(config, f) for f in rankers.Options._fields})
 
 
-def _train_level(Xb, Y, tree: LabelTree, level: int, config: Config, beam_parents=None):
+def _train_level(Xb, Y, tree: LabelTree, level: int, config: Config, beam_parents=None,
+                 devices=None):
     """Trains the rankers of ``level``; returns its compressed slots
-    (:func:`jxmc.ops.sparse_weights.assemble_level`)."""
-    B = tree.branching[level - 1]
-    n_parents = int(np.prod(tree.branching[: level - 1]))
-    inst, parent = training_pairs(Y, tree, level, beam_parents=beam_parents)
-    y, mask = pair_targets(Y, tree, level, inst, parent)
-    A = sw.parent_supports(Xb, inst, parent, n_parents)
-    slot, val, pair = sw.pair_entries(Xb, A, inst, parent)
-    s_par = np.diff(A.indptr)
-    R = SLOT_BLOCK  # each parent's slots are padded to a multiple of R (see jxmc.ops.svm)
-    s_pad = -(-s_par // R) * R
-    p_par = np.bincount(parent, minlength=n_parents)
-    e_par = np.bincount(parent[pair], minlength=n_parents)
-    sizes = np.stack([s_pad, e_par], axis=1)
-    limits = np.array([max(config.chunk_weights // B, R), config.chunk_entries])
-    chunks = sw.plan_chunks(sizes, limits)
-    s_off, p_off = np.concatenate([[0], np.cumsum(s_par)]), np.concatenate([[0], np.cumsum(p_par)])
-    e_off, q_off = np.concatenate([[0], np.cumsum(e_par)]), np.concatenate([[0], np.cumsum(s_pad)])
-    block = 1 << 15
-    # Chunks within the limits share one padded shape (one compilation); a parent
-    # over them gets power-of-two shapes and is solved in groups of children, so
-    # that neither padding nor memory is set by the largest parent.
-    dims = np.array([[q_off[e] - q_off[a], p_off[e] - p_off[a], e_off[e] - e_off[a], e - a]
-                     for a, e in chunks])
-    normal = (dims[:, 0] <= limits[0]) & (dims[:, 2] <= limits[1])
-    if normal.any():
-        mx = dims[normal].max(axis=0)
-        normal_caps = (int(mx[0]) + R, int(mx[1]) + 1, max(block, -(-int(mx[2]) // block) * block),
-                       int(mx[3]))
-    # padded position of every slot, relative to its chunk's first padded slot
-    slot_parent = np.repeat(np.arange(n_parents, dtype=np.int32), s_par)
-    slot_pos = (np.arange(len(slot_parent)) - s_off[slot_parent] + q_off[slot_parent])
-    parts = []
-    for (a, e), (nq, npr, ne, _), is_normal in zip(chunks, dims, normal, strict=True):
-        if is_normal:
-            s_cap, p_cap, e_cap, k_cap = normal_caps
-        else:
-            s_cap, p_cap = _pow2(nq + R), _pow2(npr + 1)
-            e_cap, k_cap = max(block, _pow2(ne)), 1
-        es, ss = slice(e_off[a], e_off[e]), slice(s_off[a], s_off[e])
-        c_slot = np.full(e_cap, s_cap - 1, np.int32)
-        c_val = np.zeros(e_cap, np.float32)
-        c_pair = np.full(e_cap, p_cap - 1, np.int32)
-        c_slot[:ne] = slot_pos[slot[es]] - q_off[a]
-        c_val[:ne] = val[es]
-        c_pair[:ne] = pair[es] - p_off[a]
-        sp_ = np.full(s_cap, k_cap - 1, np.int32)
-        sp_[:nq] = np.repeat(np.arange(e - a, dtype=np.int32), s_pad[a:e])
-        pp_ = np.full(p_cap, k_cap - 1, np.int32)
-        pp_[:npr] = parent[p_off[a]:p_off[e]] - a
-        width = B if is_normal else max(1, min(B, config.chunk_weights // s_cap))
-        cols = []
-        for c0 in range(0, B, width):  # groups of children (one group for normal chunks)
-            c_y = np.zeros((p_cap, width), np.float32)
-            c_mask = np.zeros((p_cap, width), np.float32)  # 0: padding pairs and children
-            c1 = min(B, c0 + width)
-            c_y[:npr, :c1 - c0] = y[p_off[a]:p_off[e], c0:c1]
-            c_mask[:npr, :c1 - c0] = mask[p_off[a]:p_off[e], c0:c1]
-            W = solve_squared_hinge(c_slot, c_val, c_pair, c_y, c_mask, sp_, pp_, C=config.C,
-                                    n_parents=k_cap, newton_iters=config.newton_iters,
-                                    cg_iters=config.cg_iters, block=block, slot_block=R)
-            cols.append(np.asarray(W)[slot_pos[ss] - q_off[a], :c1 - c0])
-            del W
-        keep, counts, children, values = sw.compress_rows(np.hstack(cols), config.threshold)
-        parts.append((slot_parent[ss][keep], A.indices[ss][keep], counts, children, values))
-        del cols
-    return sw.assemble_level(parts, n_parents, B)
+    (:func:`jxmc.models.rankers.train_level`)."""
+    return rankers.train_level(Xb, Y, tree, level, _ranker_options(config),
+                               beam_parents=beam_parents, devices=devices)
 
 
-def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: bool = True):
+def _solver_devices(mesh):
+    """The mesh's devices for the rankers' chunks (None: ``jax.local_devices()``)."""
+    if mesh is None:
+        return None
+    from jxmc.models import xr_linear_mesh
+
+    return xr_linear_mesh.solver_devices(mesh)
+
+
+def _check_tree_options(config: Config) -> None:
+    if config.tree_shape not in ("pecos", "wide"):
+        raise ConfigError(f"tree_shape must be 'pecos' or 'wide', got {config.tree_shape!r}")
+    if config.transform not in TRANSFORMS:
+        raise ConfigError(f"transform must be one of {sorted(TRANSFORMS)}, got {config.transform!r}")
+    if config.clusters_per_label < 1:
+        raise ConfigError(f"clusters_per_label must be >= 1, got {config.clusters_per_label}")
+    if not 0.0 <= config.copy_fraction <= 1.0:
+        raise ConfigError(f"copy_fraction must be in [0, 1], got {config.copy_fraction}")
+    if config.max_leaf_size < 1:
+        raise ConfigError(f"max_leaf_size must be >= 1, got {config.max_leaf_size}")
+    n = config.nr_splits
+    if config.tree_shape == "wide" and (n < 2 or config.max_depth < 2):
+        raise ConfigError(f"a wide tree needs nr_splits >= 2 and max_depth >= 2, got "
+                          f"{n} and {config.max_depth}")
+    if config.tree_shape == "pecos" and (n < 2 or n & (n - 1)):
+        raise ConfigError(f"nr_splits must be a power of two >= 2, got {n}")
+
+
+def _build_tree(emb, config: Config, seed: int) -> LabelTree:
+    """The first label tree over the PIFA embeddings: PECOS's or Bonsai's shape."""
+    if config.tree_shape == "wide":
+        shape = wide_branching(emb.shape[0], branching=config.nr_splits,
+                               max_leaf_size=config.max_leaf_size, max_depth=config.max_depth)
+        return build_wide_tree(emb, shape, iters=config.kmeans_iters, seed=seed)
+    return build_tree(emb, max_leaf_size=config.max_leaf_size, nr_splits=config.nr_splits,
+                      iters=config.kmeans_iters, seed=seed)
+
+
+def _disentangle(params, Xb, Y, config: Config, progress: bool, mesh=None):
+    """Re-assigns the labels to ``clusters_per_label`` leaf clusters by the trained matcher."""
+    t0 = time.perf_counter()
+    tree = _tree_of(params)
+    top = _beam(params, Xb, config, upto=tree.depth - 1, mesh=mesh)
+    S = matcher_scores(Y, top.ids, top.scores, tree.level_sizes()[-2])
+    new = reassign(S, tree, config.clusters_per_label, copy_fraction=config.copy_fraction)
+    if progress:
+        print(f"xr-linear: labels re-assigned to {config.clusters_per_label} clusters each, "
+              f"leaves of {new.branching[-1]} (were {tree.branching[-1]}), "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return dict(params, perm=new.perm, branching=np.asarray(new.branching, np.int32),
+                disentangled=np.asarray(config.clusters_per_label, np.int32))
+
+
+def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: bool = True,
+        mesh=None):
     """Trains XR-Linear; returns the params pytree (numpy arrays).
 
+    With ``clusters_per_label = lambda > 1`` (label disentanglement,
+    :mod:`jxmc.tree.disentangle`) levels ``1 .. D-1`` (the matcher) are trained on
+    the first tree, then each label is re-assigned to ``lambda`` leaf clusters by
+    the matcher's beam on the training set and the last level is trained on that
+    assignment (``params["disentangled"]`` records ``lambda``).
+
+    With a ``mesh`` (:func:`jxmc.sharding.make_mesh`) the rankers' chunks are solved
+    on the mesh's devices and the training-set beams (MAN, disentanglement) run
+    sharded (:mod:`jxmc.models.xr_linear_mesh`); the model is bit-identical to
+    the one trained without.
+
     Raises:
-      ConfigError: an unknown ``negatives`` or a tree option PECOS's scheme cannot take.
+      ConfigError: an unknown ``negatives``, ``tree_shape`` or ``transform``, or a
+        tree option its scheme cannot take.
     """
     if config.negatives not in ("tfn", "tfn+man"):
         raise ConfigError(f"negatives must be 'tfn' or 'tfn+man', got {config.negatives!r}")
+    _check_tree_options(config)
     X = sp.csr_matrix(X, dtype=np.float32)
     Y = sp.csr_matrix(Y, dtype=np.float32)
     if Y.shape[1] < 2:
@@ -162,8 +175,7 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     if restored is not None:
         params = restored[1]
     else:
-        tree = build_tree(pifa(Y, X), max_leaf_size=config.max_leaf_size,
-                          nr_splits=config.nr_splits, iters=config.kmeans_iters, seed=seed)
+        tree = _build_tree(pifa(Y, X), config, seed)
         params = {"perm": tree.perm, "branching": np.asarray(tree.branching, np.int32),
                   "n_features": np.asarray(X.shape[1], np.int32), "levels": {}}
     tree = _tree_of(params)
@@ -172,11 +184,15 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
         name = f"level_{level}"
         if name in params["levels"]:
             continue
+        if level == tree.depth and config.clusters_per_label > 1 and "disentangled" not in params:
+            params = _disentangle(params, Xb, Y, config, progress, mesh=mesh)
+            tree = _tree_of(params)
         beam_parents = None
         if "man" in config.negatives and level > 1:
-            beam_parents = _beam(params, Xb, config, upto=level - 1).ids
+            beam_parents = _beam(params, Xb, config, upto=level - 1, mesh=mesh).ids
         t0 = time.perf_counter()
-        params["levels"][name] = _train_level(Xb, Y, tree, level, config, beam_parents)
+        params["levels"][name] = _train_level(Xb, Y, tree, level, config, beam_parents,
+                                              devices=_solver_devices(mesh))
         if progress:
             lv = params["levels"][name]
             print(f"xr-linear: level {level}/{tree.depth} trained, {len(lv['features'])} slots, "
@@ -186,8 +202,10 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     return params
 
 
-@functools.partial(jax.jit, static_argnames=("branching", "shapes", "beam", "k", "leaf_ids"))
-def _beam_batch(levels, perm, q_idx, q_val, *, branching, shapes, beam, k, leaf_ids):
+@functools.partial(jax.jit, static_argnames=("branching", "shapes", "beam", "k", "leaf_ids",
+                                             "transform", "merge"))
+def _beam_batch(levels, perm, q_idx, q_val, *, branching, shapes, beam, k, leaf_ids,
+                transform="l3-hinge", merge=False):
     def score(level, parents):
         light, heavy = levels[level - 1]
         l_steps, l_width, h_steps = shapes[level - 1]
@@ -201,23 +219,50 @@ def _beam_batch(levels, perm, q_idx, q_val, *, branching, shapes, beam, k, leaf_
         return out
 
     ids_perm = perm if leaf_ids else jnp.arange(int(np.prod(branching)), dtype=jnp.int32)
-    return beam_search(score, ids_perm, branching, q_idx.shape[0], beam=beam, k=k)
+    return beam_search(score, ids_perm, branching, q_idx.shape[0], beam=beam, k=k,
+                       transform=transform, merge_copies=merge)
 
 
-def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
-          upto: int | None = None) -> TopK:
-    """Beam search over the first ``upto`` levels (all by default) for rows of ``Xb``.
+_PREPARED: dict = {}  # (id(params), D) -> (params, (shapes, device levels)); a few recent models
 
-    With ``upto < D`` the ids are level-``upto`` node ids (for MAN), otherwise labels.
+
+def _scoring_levels(params, D: int):
+    """The first ``D`` levels laid out for scoring (:func:`sw.scoring_layout`) on device.
+
+    Kept for the last few models, so that predicting one query at a time does not
+    re-lay and re-send the whole model every call.
     """
-    tree = _tree_of(params)
-    D = tree.depth if upto is None else upto
-    branching = tree.branching[:D]
+    key = (id(params), D)
+    hit = _PREPARED.get(key)
+    if hit is not None and hit[0] is params:
+        return hit[1]
+    branching = _tree_of(params).branching[:D]
     levels = [params["levels"][f"level_{i}"] for i in range(1, D + 1)]
     layouts = [sw.scoring_layout({k_: lv[k_] for k_ in LEVEL_KEYS}, B)
                for lv, B in zip(levels, branching, strict=True)]
-    shapes = tuple(sh for _, _, sh in layouts)
-    dev = [jax.tree.map(jnp.asarray, (light, heavy)) for light, heavy, _ in layouts]
+    value = (tuple(sh for _, _, sh in layouts),
+             [jax.tree.map(jnp.asarray, (light, heavy)) for light, heavy, _ in layouts])
+    while len(_PREPARED) >= 4:
+        _PREPARED.pop(next(iter(_PREPARED)))
+    _PREPARED[key] = (params, value)
+    return value
+
+
+def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
+          upto: int | None = None, mesh=None) -> TopK:
+    """Beam search over the first ``upto`` levels (all by default) for rows of ``Xb``.
+
+    With ``upto < D`` the ids are level-``upto`` node ids (for MAN), otherwise labels.
+    With a ``mesh``: :func:`jxmc.models.xr_linear_mesh.beam`.
+    """
+    if mesh is not None:
+        from jxmc.models import xr_linear_mesh
+
+        return xr_linear_mesh.beam(params, Xb, config, mesh=mesh, k=k, upto=upto)
+    tree = _tree_of(params)
+    D = tree.depth if upto is None else upto
+    branching = tree.branching[:D]
+    shapes, dev = _scoring_levels(params, D)
     perm = jnp.asarray(tree.perm if upto is None else np.zeros(1, np.int32))
     k = config.beam_size if k is None else k
     n = Xb.shape[0]
@@ -231,7 +276,8 @@ def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
     while start < n:
         z = 1 << max(3, math.ceil(math.log2(max(int(nnz[order[start]]), 1))))
         cap = max(8, min(config.predict_batch_size, (1 << 23) // (config.beam_size * z * bmax)))
-        cap = 1 << int(math.log2(cap))
+        # a power of two, no larger than the queries left need (one query: a batch of 1)
+        cap = min(1 << int(math.log2(cap)), 1 << max(0, n - start - 1).bit_length())
         idx = order[start:start + cap]
         idx = idx[nnz[idx] <= z] if nnz[idx].max() > z else idx
         zz = 1 << max(3, math.ceil(math.log2(max(int(nnz[idx].max()), 1))))
@@ -240,15 +286,19 @@ def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
         qi = np.pad(x.indices, ((0, pad), (0, 0)))
         qv = np.pad(x.values, ((0, pad), (0, 0)))
         out = _beam_batch(dev, perm, qi, qv, branching=branching, shapes=shapes,
-                          beam=config.beam_size, k=k, leaf_ids=upto is None)
+                          beam=config.beam_size, k=k, leaf_ids=upto is None,
+                          transform=config.transform, merge=upto is None and has_copies(tree))
         ids[idx] = np.asarray(out.ids)[: len(idx)]
         scores[idx] = np.asarray(out.scores)[: len(idx)]
         start += len(idx)
     return TopK(ids, scores)
 
 
-def predict(params, X, config: Config = Config(), *, k: int = 10) -> TopK:
+def predict(params, X, config: Config = Config(), *, k: int = 10, mesh=None) -> TopK:
     """Top-``k`` labels of each row of ``X`` (``csr f32[n, d]``) by beam search.
+
+    With a ``mesh``, each level's rankers are split on ``model`` and the queries on
+    ``data`` (:mod:`jxmc.models.xr_linear_mesh`); the result is the single-device one.
 
     Raises:
       ConfigError: ``X`` has a different feature count than the training data.
@@ -256,7 +306,7 @@ def predict(params, X, config: Config = Config(), *, k: int = 10) -> TopK:
     X = sp.csr_matrix(X, dtype=np.float32)
     if X.shape[1] != int(params["n_features"]):
         raise ConfigError(f"X has {X.shape[1]} features, the model {int(params['n_features'])}")
-    return _beam(params, sw.add_bias(X, config.bias), config, k=k)
+    return _beam(params, sw.add_bias(X, config.bias), config, k=k, mesh=mesh)
 
 
 METHOD = Method(
