@@ -5,7 +5,7 @@ debtags and debian-deps.
 Command (from the repository root; about an hour on 2 shared CPU cores):
 
     nice -n 19 python experiments/disentanglement.py [--data ../shared/data]
-        [--parts trees disentanglement] [--work /tmp/jxmc-disentanglement] [--note TEXT]
+        [--parts trees disentanglement] [--datasets NAME ...] [--work /tmp/jxmc-disentanglement] [--note TEXT]
 
 Every run is one ``jxmc train`` process (so each pays its own XLA compilation,
 as a user does), then ``jxmc evaluate --json`` on the same model directory; the
@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/jxmc-disentanglement", help="model directories")
     ap.add_argument("--out", default=str(REPO / "experiments" / "results"))
     ap.add_argument("--note", action="append", default=[], help="recorded in the results")
+    ap.add_argument("--datasets", nargs="+", default=None,
+                    help="only these datasets of the chosen parts")
     ap.add_argument("--no-merge", action="store_true",
                     help="drop the runs of earlier invocations from the results files")
     args = ap.parse_args()
@@ -177,14 +179,23 @@ def main() -> None:
     result = {"command": "python experiments/disentanglement.py " + shlex.join(sys.argv[1:]),
               "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "machine": machine(), "git": git_state(), "notes": args.note, "runs": []}
-    for part in args.parts:
-        for dataset, name, flags in PARTS[part]:
-            result["runs"].append(run_one(Path(args.data), work, dataset, name, flags))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     previous = out / "disentanglement.json"
-    if previous.exists() and not args.no_merge:  # keep the other parts' runs of earlier invocations
-        old = json.loads(previous.read_text())
+    old = json.loads(previous.read_text()) if previous.exists() and not args.no_merge else None
+    for part in args.parts:
+        for dataset, name, flags in PARTS[part]:
+            if args.datasets and dataset not in args.datasets:
+                continue
+            result["runs"].append(run_one(Path(args.data), work, dataset, name, flags))
+            write(result, old, out)  # after every run: an interrupted invocation keeps its runs
+
+
+def write(result: dict, old: dict | None, out: Path) -> None:
+    """Writes the results files atomically, keeping the runs of ``old`` (an earlier
+    invocation) that this one has not redone."""
+    result = dict(result)
+    if old is not None:
         mine = {(r["dataset"], r["run"]) for r in result["runs"]}
         kept = [r for r in old["runs"] if (r["dataset"], r["run"]) not in mine]
         order = [(d, n) for p in PARTS for d, n, _ in PARTS[p]]
@@ -192,9 +203,11 @@ def main() -> None:
                                 key=lambda r: order.index((r["dataset"], r["run"])))
         result["earlier"] = old.get("earlier", []) + [{k: old[k] for k in
                                                        ("command", "date", "git", "machine", "notes")}]
-    (out / "disentanglement.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "disentanglement.md").write_text(markdown(result))
-
+    for name, text in (("disentanglement.json", json.dumps(result, indent=1) + "\n"),
+                       ("disentanglement.md", markdown(result))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from jxmc.version import __version__
+from jxmc.version import __version__ as __version__
 
 _NAMES = {
     "Dataset": "jxmc.data.dataset", "Split": "jxmc.data.dataset",

@@ -52,7 +52,7 @@ def test_matches_a_reference_solver(lanes):
     np.add.at(dense, (pair, slot), val)
     np.testing.assert_allclose(rows[:, :-1], dense[:, :-1])
     W, epochs = svm_dual.solve_dual_cd(chunk, jax.random.PRNGKey(0), 200, C=1.0, eps=1e-4,
-                                       n_slots=S, n_problems=3)
+                                       n_slots=S)
     W = np.asarray(W)
     assert np.all(W[-1] == 0) and 1 <= int(epochs) < 200
     for Xp, Yp, srows, prow in blocks:
@@ -67,11 +67,10 @@ def test_padding_to_common_shapes_changes_nothing():
     _, _, (slot, val, pair, pp, y, msk, S), width = _problem(seed=1)
     chunk = svm_dual.chunk_layout(slot, val, pair, pp, y, msk, S, n_lanes=2, width=width)
     big = svm_dual.pad_chunk(chunk, n_slots=S + 7, rows=y.shape[0] + 5,
-                             pieces=chunk.idx.shape[0] + 3, steps=chunk.sched.shape[0] + 4,
-                             n_problems=5)
+                             pieces=chunk.idx.shape[0] + 3, steps=chunk.sched.shape[0] + 4)
     key = jax.random.PRNGKey(3)
-    a, ea = svm_dual.solve_dual_cd(chunk, key, 30, C=1.0, eps=0.0, n_slots=S, n_problems=3)
-    b, eb = svm_dual.solve_dual_cd(big, key, 30, C=1.0, eps=0.0, n_slots=S + 7, n_problems=5)
+    a, ea = svm_dual.solve_dual_cd(chunk, key, 30, C=1.0, eps=0.0, n_slots=S)
+    b, eb = svm_dual.solve_dual_cd(big, key, 30, C=1.0, eps=0.0, n_slots=S + 7)
     assert int(ea) == int(eb) == 30
     np.testing.assert_allclose(np.asarray(b)[: S - 1], np.asarray(a)[: S - 1], atol=1e-5)
     assert np.all(np.asarray(b)[S - 1:] == 0)

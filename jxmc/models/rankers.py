@@ -185,7 +185,7 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
     caps = dict(n_slots=max(c.idx.max() for c in chunks) + 1,
                 rows=max(c.y.shape[0] - 1 for c in chunks),
                 pieces=max(c.idx.shape[0] - 1 for c in chunks),
-                steps=max(c.sched.shape[0] for c in chunks), n_problems=max(len(ps) for ps in plan))
+                steps=max(c.sched.shape[0] for c in chunks))
     keys = jax.random.split(jax.random.PRNGKey(seed), len(plan))
     # chunks run side by side on the backend's devices (the host's cores, jxmc.devices)
     # or a mesh's, one round of similar chunks at a time (the plan is largest first); the
@@ -196,8 +196,7 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
         for i, device in zip(range(r, min(r + len(devices), len(plan))), devices, strict=False):
             arrays = jax.device_put((svm_dual.pad_chunk(chunks[i], **caps), keys[i]), device)
             W, _ = svm_dual.solve_dual_cd(*arrays, options.max_epochs, C=options.C,
-                                          eps=options.eps, n_slots=int(caps["n_slots"]),
-                                          n_problems=caps["n_problems"])
+                                          eps=options.eps, n_slots=int(caps["n_slots"]))
             running.append((plan[i], W))
         for ps, W in running:
             yield ps, np.asarray(W)[: int(s_par[ps].sum())]

@@ -51,7 +51,7 @@ Layout of one chunk (:func:`chunk_layout`, host side):
   padding ``(S - 1, 0.0)``; piece ``Q`` is inert;
 * rows ``first, count: i32[P + 1]`` (each row's pieces), ``y, mask: f32[P + 1,
   B]`` targets (+-1) and weights (0 for padding children and for the inert row
-  ``P``), ``problem: i32[P + 1]`` the chunk-local parent of each row;
+  ``P``);
 * the lanes ``sched: i32[T, U]`` (rows; ``P`` = nothing to do).
 """
 
@@ -79,7 +79,6 @@ class Chunk(NamedTuple):
     count: np.ndarray  # i32[P + 1]
     y: np.ndarray  # f32[P + 1, B]
     mask: np.ndarray  # f32[P + 1, B]
-    problem: np.ndarray  # i32[P + 1]
     sched: np.ndarray  # i32[T + 1, U]
     length: np.ndarray  # i32[U]
 
@@ -137,12 +136,10 @@ def chunk_layout(slot: np.ndarray, val: np.ndarray, pair: np.ndarray, pair_paren
     pad = np.zeros((1, B), np.float32)
     return Chunk(idx, vv, np.append(first[:-1], Q).astype(np.int32),
                  np.append(count, 1).astype(np.int32), np.vstack([y, pad]),
-                 np.vstack([mask, pad]), np.append(pair_parent, -1).astype(np.int32), sched,
-                 per_lane.astype(np.int32))
+                 np.vstack([mask, pad]), sched, per_lane.astype(np.int32))
 
 
-def pad_chunk(c: Chunk, *, n_slots: int, rows: int, pieces: int, steps: int,
-              n_problems: int) -> Chunk:
+def pad_chunk(c: Chunk, *, n_slots: int, rows: int, pieces: int, steps: int) -> Chunk:
     """Pads a chunk to common shapes (one compilation serves every chunk of a level).
 
     ``steps`` is the longest lane of any chunk; the inert row, piece and slot
@@ -161,15 +158,13 @@ def pad_chunk(c: Chunk, *, n_slots: int, rows: int, pieces: int, steps: int,
 
     first = rows_of(c.first, pieces)
     count = rows_of(c.count, 1)
-    problem = rows_of(c.problem, n_problems)
     sched = np.full((steps + 1, c.sched.shape[1]), rows, np.int32)
     sched[: c.sched.shape[0]] = np.where(c.sched == P, rows, c.sched)
-    return Chunk(idx, val, first, count, rows_of(c.y, 0.0), rows_of(c.mask, 0.0), problem, sched,
-                 c.length)
+    return Chunk(idx, val, first, count, rows_of(c.y, 0.0), rows_of(c.mask, 0.0), sched, c.length)
 
 
-@functools.partial(jax.jit, static_argnames=("n_slots", "n_problems"))
-def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int, n_problems: int):
+@functools.partial(jax.jit, static_argnames=("n_slots",))
+def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int):
     """Solves every (parent, child) problem of one chunk.
 
     Args:
@@ -180,13 +175,11 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int, n_prob
       eps: stop once every problem's projected-gradient range over an epoch is
         ``<= eps`` (liblinear's ``eps``; PECOS 0.1).
       n_slots: ``S``, rows of ``W`` (the last one is padding).
-      n_problems: parents of the chunk (``problem`` ids ``< n_problems``; the
-        inert and padding rows use ``n_problems``).
 
     Returns:
       ``(W: f32[S, B], epochs: i32[])``; row ``S - 1`` of ``W`` is zero.
     """
-    idx, val, first, count, y, mask, problem, sched, length = chunk
+    idx, val, first, count, y, mask, sched, length = chunk
     P, B = y.shape[0] - 1, y.shape[1]
     Q = idx.shape[0] - 1
     T = sched.shape[0] - 1  # row T of sched is inert

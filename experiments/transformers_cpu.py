@@ -1,0 +1,128 @@
+"""The transformer methods on debtags on a CPU: one epoch at 64 tokens each (issue 4).
+
+Command (from the repository root; hours on 2 CPU cores):
+
+    nice -n 19 python experiments/transformers_cpu.py [--data ../shared/data/debtags]
+        [--methods cascadexml lightxml xr-transformer] [--work /tmp/jxmc-transformers-cpu]
+        [--note TEXT]
+
+Each method is one ``jxmc train --data DIR --method M --epochs 1 --max-len 64
+--model-dir WORK/M`` process, its output kept in ``WORK/M.log``, then ``jxmc
+evaluate --json``.  A model directory that already holds a finished model is
+only evaluated, and an interrupted one resumes from its last checkpoint (``jxmc
+train``'s own resume), so the script can be run again until every method is
+done; ``train_seconds`` is then that of the process that finished the training
+(the epochs it resumed after are in the log).  Writes
+``experiments/results/transformers_cpu.json`` and ``.md`` with the machine, the
+date, the commit, the commands, the epoch lines (seconds, sequences per second)
+and P@1/3/5 next to XR-Linear's on the same features.
+
+One epoch at 64 tokens on a CPU is a smoke-scale setting: the configurations meant
+for a GPU are in ``experiments/configs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from disentanglement import git_state, machine
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("cascadexml", "lightxml", "xr-transformer")
+KEYS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5")
+# XR-Linear on the same TF-IDF features (../shared/PEERS.md)
+PECOS_DEBTAGS = (87.12, 62.61, 47.77)
+EPOCH_LINE = re.compile(r"^\S+( phase \d+/\d+)?: epoch \d+/\d+ .*seq/s.*$", re.M)
+
+
+def _jxmc(argv: list[str], log: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "jxmc", *argv]
+    if log is None:
+        return subprocess.run(cmd, capture_output=True, text=True)
+    with open(log, "a") as f:
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+
+
+def run_one(data: str, work: Path, method: str) -> dict:
+    model_dir = work / method
+    log = work / f"{method}.log"
+    train = ["train", "--data", data, "--method", method, "--epochs", "1", "--max-len", "64",
+             "--model-dir", str(model_dir), "--no-progress"]
+    if not (model_dir / "jxmc_model.json").exists():
+        r = _jxmc(train, log)
+        if r.returncode != 0:
+            raise SystemExit(f"jxmc {shlex.join(train)} failed; see {log}")
+    ev = _jxmc(["evaluate", "--data", data, "--model-dir", str(model_dir), "--json"])
+    if ev.returncode != 0:
+        raise SystemExit(f"evaluate {model_dir} failed:\n{ev.stderr[-2000:]}")
+    metrics = json.loads(ev.stdout)
+    manifest = json.loads((model_dir / "jxmc_model.json").read_text())
+    epochs = [m.group(0) for m in EPOCH_LINE.finditer(log.read_text())] if log.exists() else []
+    row = {"method": method, "command": "jxmc " + shlex.join(train),
+           **{k: round(100 * metrics[k], 2) for k in KEYS},
+           "train_s": manifest["train_seconds"], "epoch_lines": epochs,
+           "config": manifest["config"]}
+    print(json.dumps({k: row[k] for k in ("method", "P@1", "P@3", "P@5", "train_s")}), flush=True)
+    return row
+
+
+def markdown(result: dict) -> str:
+    m, g = result["machine"], result["git"]
+    lines = ["# Transformer methods on debtags, CPU, 1 epoch at 64 tokens", "",
+             f"Command: `{result['command']}`", "",
+             f"Date {result['date']}; commit `{g['commit'][:12]}`"
+             + (" with uncommitted changes" if g["dirty"] else "")
+             + f"; {m['cpu']}, {m['cores']} cores, JAX {m['jax']} ({m['backend']}), no accelerator; "
+             f"load average {m['load_average_at_start']:.1f} at the start (a shared machine).", ""]
+    lines += [f"Note: {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
+    lines += ["Metrics in % on the test split (6,071 points). train s: `train_seconds` of the "
+              "`jxmc train` process that finished the model (compilation included, TF-IDF and "
+              f"tokenisation excluded). XR-Linear (PECOS, same TF-IDF features, "
+              f"`../shared/PEERS.md`): P@1/3/5 = {'/'.join(map(str, PECOS_DEBTAGS))}.", "",
+              "| method | P@1 | P@3 | P@5 | nDCG@5 | PSP@5 | train s | P@1 vs XR-Linear |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["runs"]:
+        lines.append(f"| {r['method']} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} | "
+                     f"{r['nDCG@5']:.2f} | {r['PSP@5']:.2f} | {r['train_s']:.0f} | "
+                     f"{r['P@1'] - PECOS_DEBTAGS[0]:+.2f} |")
+    lines += ["", "Epoch lines (from each run's log):", ""]
+    for r in result["runs"]:
+        lines += [f"- {e}" for e in r["epoch_lines"]] or [f"- {r['method']}: (no log kept)"]
+    lines += ["", "Commands (each followed by `jxmc evaluate --data DIR --model-dir M --json`):", ""]
+    lines += [f"- `{r['command']}`" for r in result["runs"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "debtags"))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--work", default="/tmp/jxmc-transformers-cpu")
+    ap.add_argument("--out", default=str(REPO / "experiments" / "results"))
+    ap.add_argument("--note", action="append", default=[], help="recorded in the results")
+    args = ap.parse_args()
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"command": "python experiments/transformers_cpu.py " + shlex.join(sys.argv[1:]),
+              "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+              "machine": machine(), "git": git_state(), "notes": args.note, "runs": []}
+    for method in args.methods:
+        result["runs"].append(run_one(args.data, work, method))
+        for name, text in (("transformers_cpu.json", json.dumps(result, indent=1) + "\n"),
+                           ("transformers_cpu.md", markdown(result))):
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
+
+
+if __name__ == "__main__":
+    main()
