@@ -33,7 +33,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -61,20 +60,15 @@ PARTS = {
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                         model)
-    except OSError:
-        pass
+    """:func:`bench_scale.machine` plus the JAX version and backend, and where jxmc is from."""
     import jax
+    from bench_scale import machine as host
 
     import jxmc
-    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "jxmc_from": str(Path(jxmc.__file__).parent),
-            "load_average_at_start": os.getloadavg()[0]}
+    m = host()
+    load = m.pop("load_average_start")
+    return {**m, "jax": jax.__version__, "backend": jax.default_backend(),
+            "jxmc_from": str(Path(jxmc.__file__).parent), "load_average_at_start": load}
 
 
 def git_state() -> dict:
@@ -113,15 +107,26 @@ def run_one(data_root: Path, work: Path, dataset: str, name: str, flags: list[st
     return row
 
 
-def markdown(result: dict) -> str:
+def provenance(result: dict, title: str) -> list[str]:
+    """The title, command, date, commit and machine lines of a results page."""
     m, g = result["machine"], result["git"]
-    lines = ["# Tree methods (parabel, bonsai) and label disentanglement", "",
-             f"Command: `{result['command']}`", "",
-             f"Date {result['date']}; commit `{g['commit'][:12]}`"
-             + (" with uncommitted changes in the working tree" if g["dirty"] else "")
-             + f"; {m['cpu']}, {m['cores']} cores, JAX {m['jax']} ({m['backend']}); "
-             f"load average {m['load_average_at_start']:.1f} at the start (a shared machine: "
-             "times are indicative).", ""]
+    return [f"# {title}", "", f"Command: `{result['command']}`", "",
+            f"Date {result['date']}; commit `{g['commit'][:12]}`"
+            + (" with uncommitted changes in the working tree" if g["dirty"] else "")
+            + f"; {m['cpu']}, {m['cores']} cores, JAX {m['jax']} ({m['backend']}); "
+            f"load average {m['load_average_at_start']:.1f} at the start (a shared machine: "
+            "times are indicative).", ""]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def markdown(result: dict) -> str:
+    lines = provenance(result, "Tree methods (parabel, bonsai) and label disentanglement")
     for e in result.get("earlier", []):
         lines += [f"Earlier invocation kept in these tables: `{e['command']}`, {e['date']}, "
                   f"commit `{e['git']['commit'][:12]}`" + (" (uncommitted changes)" if e["git"]["dirty"]
@@ -203,11 +208,8 @@ def write(result: dict, old: dict | None, out: Path) -> None:
                                 key=lambda r: order.index((r["dataset"], r["run"])))
         result["earlier"] = old.get("earlier", []) + [{k: old[k] for k in
                                                        ("command", "date", "git", "machine", "notes")}]
-    for name, text in (("disentanglement.json", json.dumps(result, indent=1) + "\n"),
-                       ("disentanglement.md", markdown(result))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    write_atomic(out / "disentanglement.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(out / "disentanglement.md", markdown(result))
 
 if __name__ == "__main__":
     main()

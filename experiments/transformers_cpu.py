@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from disentanglement import git_state, machine
+from disentanglement import git_state, machine, provenance, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("cascadexml", "lightxml", "xr-transformer")
@@ -75,13 +74,8 @@ def run_one(data: str, work: Path, method: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    m, g = result["machine"], result["git"]
-    lines = ["# Transformer methods on debtags, CPU, 1 epoch at 64 tokens", "",
-             f"Command: `{result['command']}`", "",
-             f"Date {result['date']}; commit `{g['commit'][:12]}`"
-             + (" with uncommitted changes" if g["dirty"] else "")
-             + f"; {m['cpu']}, {m['cores']} cores, JAX {m['jax']} ({m['backend']}), no accelerator; "
-             f"load average {m['load_average_at_start']:.1f} at the start (a shared machine).", ""]
+    lines = provenance(result, "Transformer methods on debtags, CPU (no accelerator), "
+                               "1 epoch at 64 tokens")
     lines += [f"Note: {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
     lines += ["Metrics in % on the test split (6,071 points). train s: `train_seconds` of the "
               "`jxmc train` process that finished the model (compilation included, TF-IDF and "
@@ -117,11 +111,8 @@ def main() -> None:
               "machine": machine(), "git": git_state(), "notes": args.note, "runs": []}
     for method in args.methods:
         result["runs"].append(run_one(args.data, work, method))
-        for name, text in (("transformers_cpu.json", json.dumps(result, indent=1) + "\n"),
-                           ("transformers_cpu.md", markdown(result))):
-            tmp = out / (name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
+        write_atomic(out / "transformers_cpu.json", json.dumps(result, indent=1) + "\n")
+        write_atomic(out / "transformers_cpu.md", markdown(result))
 
 
 if __name__ == "__main__":

@@ -300,18 +300,9 @@ def dist(out: str) -> None:
 
 
 def _xrl_data(n: int = 160, d: int = 40, L: int = 20, seed: int = 0):
-    import scipy.sparse as sp
+    from toy_data import planted  # tests/ is this script's folder
 
-    rng = np.random.default_rng(seed)
-    proto = rng.random((L, d)) * (rng.random((L, d)) < 0.2)
-    Y = np.zeros((n, L), np.float32)
-    X = np.zeros((n, d), np.float32)
-    for i in range(n):
-        labs = rng.choice(L, size=rng.integers(1, 3), replace=False)
-        Y[i, labs] = 1
-        X[i] = proto[labs].sum(0) + 0.05 * rng.random(d) * (rng.random(d) < 0.1)
-    X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    return sp.csr_matrix(X), sp.csr_matrix(Y)
+    return planted(n, d, L, seed, density=0.2)
 
 
 def xrl(out: str) -> None:

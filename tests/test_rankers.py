@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
+from toy_data import planted
 
 from jxmc.embed import pifa
 from jxmc.models import rankers
@@ -28,17 +28,7 @@ def _dense(level, n_parents, B, d):
 
 
 def make_problem():
-    rng = np.random.default_rng(0)
-    n, d, L = 160, 30, 12
-    proto = rng.random((L, d)) * (rng.random((L, d)) < 0.3)
-    Y = np.zeros((n, L), np.float32)
-    X = np.zeros((n, d), np.float32)
-    for i in range(n):
-        labs = rng.choice(L, size=rng.integers(1, 3), replace=False)
-        Y[i, labs] = 1
-        X[i] = proto[labs].sum(0) + 0.1 * rng.random(d) * (rng.random(d) < 0.2)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    X, Y = sp.csr_matrix(X), sp.csr_matrix(Y)
+    X, Y = planted(160, 30, 12, 0, density=0.3, noise=0.1, noise_density=0.2)
     tree = build_tree(pifa(Y, X), max_leaf_size=3, nr_splits=2, seed=0)
     return sw.add_bias(X, 1.0), Y, tree
 

@@ -1,23 +1,12 @@
 import dataclasses
 
 import numpy as np
-import scipy.sparse as sp
+from toy_data import planted
 
 from jxmc.checkpoint import TrainCheckpoints, load_params, save_params
 from jxmc.models import xr_linear as xr
 
-
-def _data(n=300, d=60, L=24, seed=0):
-    rng = np.random.default_rng(seed)
-    proto = rng.random((L, d)) * (rng.random((L, d)) < 0.15)
-    Y = np.zeros((n, L), np.float32)
-    X = np.zeros((n, d), np.float32)
-    for i in range(n):
-        labs = rng.choice(L, size=rng.integers(1, 3), replace=False)
-        Y[i, labs] = 1
-        X[i] = proto[labs].sum(0) + 0.05 * rng.random(d) * (rng.random(d) < 0.1)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return sp.csr_matrix(X), sp.csr_matrix(Y)
+_data = planted
 
 
 CFG = xr.Config(max_leaf_size=4, nr_splits=2, beam_size=4, predict_batch_size=64)

@@ -26,8 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jxmc.models import xr_linear as xr
-from jxmc.models.base import Method
-from jxmc.models.tree_ensemble import fit_trees, predict_trees
+from jxmc.models.tree_ensemble import ensemble_method
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,7 @@ class Config(xr.Config):
     n_trees: int = 3  # trees averaged (Bonsai 3)
 
 
-def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: bool = True):
-    """Trains ``n_trees`` Bonsai trees; see :func:`jxmc.models.tree_ensemble.fit_trees`."""
-    return fit_trees(X, Y, config, seed=seed, ckpt=ckpt, progress=progress, name="bonsai")
-
-
-def predict(params, X, config: Config = Config(), *, k: int = 10):
-    """Top-``k`` labels of the tree average; see :func:`jxmc.models.tree_ensemble.predict_trees`."""
-    return predict_trees(params, X, config, k=k)
-
-
-METHOD = Method(
-    name="bonsai", Config=Config, fit=fit, predict=predict,
+METHOD, fit, predict = ensemble_method(
+    "bonsai", Config,
     summary="Bonsai: shallow wide label trees (100 children, depth <= 3), squared-hinge "
             "node classifiers, 3 trees averaged (Khandagale et al. 2020)")

@@ -37,8 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jxmc.models import xr_linear as xr
-from jxmc.models.base import Method
-from jxmc.models.tree_ensemble import fit_trees, predict_trees
+from jxmc.models.tree_ensemble import ensemble_method
 
 
 @dataclass(frozen=True)
@@ -51,17 +50,7 @@ class Config(xr.Config):
     n_trees: int = 3  # trees averaged (Parabel 3)
 
 
-def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: bool = True):
-    """Trains ``n_trees`` Parabel trees; see :func:`jxmc.models.tree_ensemble.fit_trees`."""
-    return fit_trees(X, Y, config, seed=seed, ckpt=ckpt, progress=progress, name="parabel")
-
-
-def predict(params, X, config: Config = Config(), *, k: int = 10):
-    """Top-``k`` labels of the tree average; see :func:`jxmc.models.tree_ensemble.predict_trees`."""
-    return predict_trees(params, X, config, k=k)
-
-
-METHOD = Method(
-    name="parabel", Config=Config, fit=fit, predict=predict,
+METHOD, fit, predict = ensemble_method(
+    "parabel", Config,
     summary="Parabel: balanced binary label trees, squared-hinge node classifiers, "
             "probabilistic beam search, 3 trees averaged (Prabhu et al. 2018)")

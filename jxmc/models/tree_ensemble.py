@@ -90,3 +90,25 @@ def predict_trees(params, X, config, *, k: int = 10, chunk: int = 1024) -> TopK:
         out_ids[rows] = np.asarray(top.ids)[:n]
         out_scores[rows] = np.asarray(top.scores)[:n]
     return TopK(out_ids, out_scores)
+
+
+def ensemble_method(name: str, Config, summary: str):
+    """The :class:`~jxmc.models.base.Method` of a tree ensemble with defaults ``Config``.
+
+    Its ``fit`` is :func:`fit_trees` and its ``predict`` :func:`predict_trees`;
+    both default to ``Config()``.  Returns ``(method, fit, predict)``.
+    """
+    from jxmc.models.base import Method
+
+    default = Config()
+
+    def fit(X, Y, config=default, *, seed: int = 0, ckpt=None, progress: bool = True):
+        return fit_trees(X, Y, config, seed=seed, ckpt=ckpt, progress=progress, name=name)
+
+    def predict(params, X, config=default, *, k: int = 10):
+        return predict_trees(params, X, config, k=k)
+
+    fit.__doc__ = f"Trains ``n_trees`` {name} trees; see :func:`jxmc.models.tree_ensemble.fit_trees`."
+    predict.__doc__ = ("Top-``k`` labels of the tree average; see "
+                       ":func:`jxmc.models.tree_ensemble.predict_trees`.")
+    return Method(name=name, Config=Config, fit=fit, predict=predict, summary=summary), fit, predict
