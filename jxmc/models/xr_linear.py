@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import jax
@@ -85,11 +86,11 @@ def _ranker_options(config: Config) -> rankers.Options:
 
 
 def _train_level(Xb, Y, tree: LabelTree, level: int, config: Config, beam_parents=None,
-                 devices=None):
+                 devices=None, pool=None):
     """Trains the rankers of ``level``; returns its compressed slots
     (:func:`jxmc.models.rankers.train_level`)."""
     return rankers.train_level(Xb, Y, tree, level, _ranker_options(config),
-                               beam_parents=beam_parents, devices=devices)
+                               beam_parents=beam_parents, devices=devices, pool=pool)
 
 
 def _solver_devices(mesh):
@@ -180,25 +181,44 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
                   "n_features": np.asarray(X.shape[1], np.int32), "levels": {}}
     tree = _tree_of(params)
     Xb = sw.add_bias(X, config.bias)
-    for level in range(1, tree.depth + 1):
-        name = f"level_{level}"
-        if name in params["levels"]:
-            continue
-        if level == tree.depth and config.clusters_per_label > 1 and "disentangled" not in params:
-            params = _disentangle(params, Xb, Y, config, progress, mesh=mesh)
-            tree = _tree_of(params)
-        beam_parents = None
-        if "man" in config.negatives and level > 1:
-            beam_parents = _beam(params, Xb, config, upto=level - 1, mesh=mesh).ids
-        t0 = time.perf_counter()
-        params["levels"][name] = _train_level(Xb, Y, tree, level, config, beam_parents,
-                                              devices=_solver_devices(mesh))
+    pool = rankers.DevicePool(_solver_devices(mesh))
+
+    def done(level: int, lv: dict, seconds: float) -> None:
+        params["levels"][f"level_{level}"] = lv
         if progress:
-            lv = params["levels"][name]
             print(f"xr-linear: level {level}/{tree.depth} trained, {len(lv['features'])} slots, "
-                  f"{len(lv['values'])} weights, {time.perf_counter() - t0:.1f} s", flush=True)
-        if ckpt is not None:
-            ckpt.save(level, params)
+                  f"{len(lv['values'])} weights, {seconds:.1f} s", flush=True)
+        if ckpt is not None:  # steps count the trained levels (they may finish out of order)
+            ckpt.save(len(params["levels"]), params)
+
+    def train(level: int, beam_parents=None):
+        t0 = time.perf_counter()
+        lv = _train_level(Xb, Y, tree, level, config, beam_parents, pool=pool)
+        return level, lv, time.perf_counter() - t0
+
+    try:
+        if config.negatives == "tfn":
+            # teacher-forced levels do not depend on each other: train them at once,
+            # the largest first, their chunks sharing the devices (the matcher's levels
+            # only, when the last one waits for label disentanglement)
+            last = tree.depth - (config.clusters_per_label > 1 and "disentangled" not in params)
+            todo = [lv for lv in range(last, 0, -1) if f"level_{lv}" not in params["levels"]]
+            with ThreadPoolExecutor(2, thread_name_prefix="jxmc-level") as ex:
+                for fut in as_completed([ex.submit(train, lv) for lv in todo]):
+                    done(*fut.result())
+        for level in range(1, tree.depth + 1):
+            if f"level_{level}" in params["levels"]:
+                continue
+            if (level == tree.depth and config.clusters_per_label > 1
+                    and "disentangled" not in params):
+                params = _disentangle(params, Xb, Y, config, progress, mesh=mesh)
+                tree = _tree_of(params)
+            beam_parents = None
+            if "man" in config.negatives and level > 1:
+                beam_parents = _beam(params, Xb, config, upto=level - 1, mesh=mesh).ids
+            done(*train(level, beam_parents))
+    finally:
+        pool.shutdown()
     return params
 
 

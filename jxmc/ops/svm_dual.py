@@ -70,6 +70,11 @@ _PRIMES = (2147483647, 2147483629, 2147483587, 2147483579, 2147483563, 214748354
            2147483269, 2147483249)
 
 
+def _get(a, i, unique: bool = False):
+    """``a[i]`` without XLA's out-of-bounds handling (every index here is in bounds)."""
+    return a.at[i].get(mode="promise_in_bounds", unique_indices=unique)
+
+
 class Chunk(NamedTuple):
     """One chunk's arrays (module docstring); numpy on the host, jax on device."""
 
@@ -192,8 +197,8 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int):
 
     def step(t, state, stride):
         W, alpha, hi, lo, pos = state
-        r = sched[jnp.where(t < length, pos, T), lanes]  # [U]
-        f, c = first[r], count[r]
+        r = sched.at[jnp.where(t < length, pos, T), lanes].get(mode="promise_in_bounds")  # [U]
+        f, c = _get(first, r), _get(count, r)
 
         def piece(j):
             return jnp.where(j < c, f + j, Q)
@@ -204,27 +209,33 @@ def solve_dual_cd(chunk: Chunk, key, max_epochs, *, C, eps, n_slots: int):
             # the old dual values are read inside the loop, so that they are
             # materialised before alpha is updated in place (read outside, XLA
             # fuses the read into several consumers and copies alpha every step)
-            a = jnp.where(j == 0, alpha[r], a)
-            return m + jnp.einsum("uz,uzb->ub", val[q], W[idx[q]]), a
+            a = jnp.where(j == 0, _get(alpha, r), a)
+            return m + jnp.einsum("uz,uzb->ub", _get(val, q), _get(W, _get(idx, q), True)), a
 
         n_pieces = jnp.max(c)
         zeros = jnp.zeros((r.shape[0], B), W.dtype)
-        m, a = jax.lax.fori_loop(0, n_pieces, margin, (zeros, zeros))
-        yy, mm = y[r], live[r]
+        # piece 0 outside the loops: most rows have one piece (every row has >= 1)
+        m, a = jax.lax.fori_loop(1, n_pieces, margin, margin(0, (zeros, zeros)))
+        yy, mm = _get(y, r), _get(live, r)
         G = yy * m - 1.0 + a * inv2c
-        new = jnp.where(mm, jnp.maximum(a - G / qd[r][:, None], 0.0), a)
+        new = jnp.where(mm, jnp.maximum(a - G / _get(qd, r)[:, None], 0.0), a)
         d = (new - a) * yy
 
         def update(j, W):
             q = piece(j)
-            return W.at[idx[q]].add(val[q][:, :, None] * d[:, None, :])
+            # the slots of one step are distinct but for the padding slot S - 1, whose
+            # updates are all 0 (so that XLA may scatter without ordering them)
+            return W.at[_get(idx, q)].add(_get(val, q)[:, :, None] * d[:, None, :],
+                                          mode="promise_in_bounds", unique_indices=True)
 
-        W = jax.lax.fori_loop(0, n_pieces, update, W)
+        W = jax.lax.fori_loop(1, n_pieces, update, update(0, W))
         g = jnp.where(a > 0, G, jnp.minimum(G, 0.0))  # projected gradient
         hi = jnp.maximum(hi, jnp.where(mm, g, -jnp.inf))
         lo = jnp.minimum(lo, jnp.where(mm, g, jnp.inf))
         pos = (pos + stride) % jnp.maximum(length, 1)
-        return W, alpha.at[r].set(new), hi, lo, pos
+        # the lanes' rows are distinct but for the inert row P, which keeps its value
+        alpha = alpha.at[r].set(new, mode="promise_in_bounds", unique_indices=True)
+        return W, alpha, hi, lo, pos
 
     def epoch(state):
         W, alpha, key, e, _ = state
