@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--note", action="append", default=[], help="recorded in the results")
     ap.add_argument("--datasets", nargs="+", default=None,
                     help="only these datasets of the chosen parts")
+    ap.add_argument("--runs", nargs="+", default=None, help="only the runs of these names")
     ap.add_argument("--no-merge", action="store_true",
                     help="drop the runs of earlier invocations from the results files")
     args = ap.parse_args()
@@ -190,7 +191,7 @@ def main() -> None:
     old = json.loads(previous.read_text()) if previous.exists() and not args.no_merge else None
     for part in args.parts:
         for dataset, name, flags in PARTS[part]:
-            if args.datasets and dataset not in args.datasets:
+            if (args.datasets and dataset not in args.datasets) or (args.runs and name not in args.runs):
                 continue
             result["runs"].append(run_one(Path(args.data), work, dataset, name, flags))
             write(result, old, out)  # after every run: an interrupted invocation keeps its runs

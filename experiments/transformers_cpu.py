@@ -8,7 +8,8 @@ Command (from the repository root; hours on 2 CPU cores):
 
 Each method is one ``jxmc train --data DIR --method M --epochs 1 --max-len 64
 --model-dir WORK/M`` process, its output kept in ``WORK/M.log``, then ``jxmc
-evaluate --json``.  A model directory that already holds a finished model is
+evaluate --json`` (or the metrics table that ``jxmc train`` printed on the test split,
+from the log).  A model directory that already holds a finished model is
 only evaluated, and an interrupted one resumes from its last checkpoint (``jxmc
 train``'s own resume), so the script can be run again until every method is
 done; ``train_seconds`` is then that of the process that finished the training
@@ -50,6 +51,18 @@ def _jxmc(argv: list[str], log: Path | None = None) -> subprocess.CompletedProce
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
 
 
+def _table(text: str) -> dict | None:
+    """The last metrics table that ``jxmc train`` printed (fractions, like ``--json``)."""
+    rows = {}
+    for name in ("P", "nDCG", "PSP"):
+        found = re.findall(rf"^{name}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", text, re.M)
+        if not found:
+            return None
+        for k, v in zip((1, 3, 5), found[-1], strict=True):
+            rows[f"{name}@{k}"] = float(v) / 100
+    return rows
+
+
 def run_one(data: str, work: Path, method: str) -> dict:
     model_dir = work / method
     log = work / f"{method}.log"
@@ -59,10 +72,12 @@ def run_one(data: str, work: Path, method: str) -> dict:
         r = _jxmc(train, log)
         if r.returncode != 0:
             raise SystemExit(f"jxmc {shlex.join(train)} failed; see {log}")
-    ev = _jxmc(["evaluate", "--data", data, "--model-dir", str(model_dir), "--json"])
-    if ev.returncode != 0:
-        raise SystemExit(f"evaluate {model_dir} failed:\n{ev.stderr[-2000:]}")
-    metrics = json.loads(ev.stdout)
+    metrics = _table(log.read_text()) if log.exists() else None
+    if metrics is None:  # no table printed by jxmc train: evaluate the model directory
+        ev = _jxmc(["evaluate", "--data", data, "--model-dir", str(model_dir), "--json"])
+        if ev.returncode != 0:
+            raise SystemExit(f"evaluate {model_dir} failed:\n{ev.stderr[-2000:]}")
+        metrics = json.loads(ev.stdout)
     manifest = json.loads((model_dir / "jxmc_model.json").read_text())
     epochs = [m.group(0) for m in EPOCH_LINE.finditer(log.read_text())] if log.exists() else []
     row = {"method": method, "command": "jxmc " + shlex.join(train),
@@ -90,7 +105,8 @@ def markdown(result: dict) -> str:
     lines += ["", "Epoch lines (from each run's log):", ""]
     for r in result["runs"]:
         lines += [f"- {e}" for e in r["epoch_lines"]] or [f"- {r['method']}: (no log kept)"]
-    lines += ["", "Commands (each followed by `jxmc evaluate --data DIR --model-dir M --json`):", ""]
+    lines += ["", "Commands (metrics: the table `jxmc train` printed on the test split, or "
+              "`jxmc evaluate --data DIR --model-dir M --json` where its log has none):", ""]
     lines += [f"- `{r['command']}`" for r in result["runs"]]
     return "\n".join(lines) + "\n"
 

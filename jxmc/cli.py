@@ -16,7 +16,7 @@ import time
 # Quiet XLA/absl start-up chatter before jax is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from jxmc.devices import use_host_cores  # noqa: E402
+from jxmc.devices import limit_heap_growth, use_host_cores  # noqa: E402
 from jxmc.errors import JxmcError  # noqa: E402
 from jxmc.version import __version__  # noqa: E402
 
@@ -99,6 +99,7 @@ def _compile_cache() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     use_host_cores()
+    limit_heap_growth()
     _compile_cache()
     try:
         from jxmc import commands

@@ -38,3 +38,29 @@ def use_host_cores(n: int | None = None) -> bool:
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {FLAG}={int(n)}".strip()
     return True
+
+
+def limit_heap_growth(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
+    """Asks glibc's allocator to give large freed blocks back to the system.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB)
+    and keeps an arena per thread, so the rankers' many short-lived arrays, made
+    by the solver's and the levels' threads, stay in the heap and the resident set
+    grows by hundreds of MiB.  A fixed threshold of ``mmap_threshold`` bytes (and at
+    most ``arenas`` arenas) keeps blocks above it out of the heap.  Same effect as
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_ARENA_MAX`` in the environment.  Returns
+    False where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+    ok = mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+    mallopt(M_TRIM_THRESHOLD, int(mmap_threshold))
+    mallopt(M_ARENA_MAX, int(arenas))
+    return ok

@@ -29,9 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
-from jxmc.devices import use_host_cores  # noqa: E402
+from jxmc.devices import limit_heap_growth, use_host_cores  # noqa: E402
 
 use_host_cores(int(os.environ.get("OMP_NUM_THREADS", "0")) or None)  # as `jxmc train` does
+limit_heap_growth()
 
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",

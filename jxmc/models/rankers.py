@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import NamedTuple
 
 import jax
@@ -101,7 +101,9 @@ def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int
     p_par = np.bincount(parent, minlength=n_parents)
     e_par = np.bincount(parent[pair], minlength=n_parents)
     off = {"s": _offsets(s_par), "p": _offsets(p_par), "e": _offsets(e_par)}
-    data = (slot, val, pair, parent, y, mask)
+    # a list, so that the solver can drop the entries once it has laid them out
+    data = [slot, val, pair, parent, y, mask]
+    del inst, slot, val, pair, y, mask
     if options.solver == "dual-cd":
         solved = _dual_cd(data, off, s_par, p_par, options, np.diff(Xb.indptr), level + seed,
                           devices=devices, pool=pool)
@@ -163,7 +165,8 @@ def plan_balanced(pairs: np.ndarray, slots: np.ndarray, *, n_lanes: int, slot_li
 
 def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devices=None,
              pool=None):
-    """Yields ``(parents, W: f32[slots of parents, B])`` per chunk of parents."""
+    """Yields ``(parents, W: f32[slots of parents, B])`` per chunk of parents, in the
+    order the chunks finish."""
     slot, val, pair, parent, y, mask = data
     B = y.shape[1]
     s_off, p_off, e_off = off["s"], off["p"], off["e"]
@@ -187,6 +190,9 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
             slot[es] - s_off[eu] + s_base[eu], val[es], pair[es] - p_off[eu] + p_base[eu],
             local[parent[pr]].astype(np.int32), y[pr], mask[pr], int(s_par[ps].sum()) + 1,
             n_lanes=n_lanes, width=width, seed=seed + len(chunks)))
+    # the chunks hold their own copies of the entries: free the level's (memory peak)
+    del slot, val, pair, parent, y, mask, es, pr, eu
+    data.clear()
     # one padded shape per level: one compilation serves every chunk
     caps = dict(n_slots=max(c.idx.max() for c in chunks) + 1,
                 rows=max(c.y.shape[0] - 1 for c in chunks),
@@ -203,11 +209,14 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
         # an epoch's cost: its steps (the longest lane) times a step's, as measured on a
         # CPU (about 3 us plus 1.2 ns per gathered weight)
         step_cost = 3.0 + 0.0012 * n_lanes * width * B
-        futures = [pool.submit(c.sched.shape[0] * step_cost,
-                               functools.partial(_solve_chunk, c, keys[i], caps, options))
-                   for i, c in enumerate(chunks)]
+        futures = {pool.submit(c.sched.shape[0] * step_cost,
+                               functools.partial(_solve_chunk, c, keys[i], caps, options)): ps
+                   for i, (c, ps) in enumerate(zip(chunks, plan, strict=True))}
         del chunks
-        for ps, fut in zip(plan, futures, strict=True):
+        # in the order they finish, so that no finished chunk's weights wait in memory
+        # behind a longer one (the caller's result does not depend on the order)
+        for fut in as_completed(futures):
+            ps = futures.pop(fut)
             yield ps, fut.result()[: int(s_par[ps].sum())]
     finally:
         if own:
@@ -262,7 +271,8 @@ SLOT_BLOCK = 16  # newton: each parent's slots are padded to a multiple of this 
 
 
 def _newton(data, off, s_par, p_par, e_par, options: Options, B: int):
-    """Yields ``(parents, W: f32[slots of parents, B])`` per chunk of parents."""
+    """Yields ``(parents, W: f32[slots of parents, B])`` per chunk of parents, in the
+    order the chunks finish."""
     slot, val, pair, parent, y, mask = data
     R = SLOT_BLOCK
     s_pad = -(-s_par // R) * R

@@ -66,6 +66,7 @@ class Config:
     negatives: str = "tfn"  # matching matrix M: "tfn" (PECOS default) or "tfn+man"
     beam_size: int = 10  # nodes kept per level at prediction (PECOS 10)
     chunk_weights: int = 1 << 25  # floats of ranker weights solved at once (memory bound)
+    level_workers: int = 2  # TFN: levels prepared and solved at once (1: one after another)
     predict_batch_size: int = 256  # queries per prediction step (at most)
     tree_shape: str = "pecos"  # "pecos": bisections grouped by nr_splits; "wide": Bonsai's levels
     max_depth: int = 3  # "wide" trees: levels at most, the label level included (Bonsai 3)
@@ -203,7 +204,8 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
             # only, when the last one waits for label disentanglement)
             last = tree.depth - (config.clusters_per_label > 1 and "disentangled" not in params)
             todo = [lv for lv in range(last, 0, -1) if f"level_{lv}" not in params["levels"]]
-            with ThreadPoolExecutor(2, thread_name_prefix="jxmc-level") as ex:
+            with ThreadPoolExecutor(max(1, config.level_workers),
+                                    thread_name_prefix="jxmc-level") as ex:
                 for fut in as_completed([ex.submit(train, lv) for lv in todo]):
                     done(*fut.result())
         for level in range(1, tree.depth + 1):
