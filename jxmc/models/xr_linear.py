@@ -224,21 +224,28 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     return params
 
 
+def level_scores(light, heavy, shape, q_idx, q_val, parents, n_children: int):
+    """``f32[n, b, B]`` the children's ranker scores of ``parents: i32[n, b]`` (``-1``: 0)
+    on one level's scoring layout (light slots and heavy dense rows, :func:`sw.scoring_layout`,
+    either None); ``shape`` is the layout's ``(light steps, light width, heavy steps)``."""
+    l_steps, l_width, h_steps = shape
+    out = jnp.zeros(parents.shape + (n_children,), jnp.float32)
+    if light is not None:
+        out = out + sw.score_children(light, q_idx, q_val, parents, n_children=n_children,
+                                      steps=l_steps, width=l_width)
+    if heavy is not None:
+        out = out + sw.score_dense_rows(heavy, q_idx, q_val, parents, steps=h_steps)
+    return out
+
+
 @functools.partial(jax.jit, static_argnames=("branching", "shapes", "beam", "k", "leaf_ids",
                                              "transform", "merge"))
 def _beam_batch(levels, perm, q_idx, q_val, *, branching, shapes, beam, k, leaf_ids,
                 transform="l3-hinge", merge=False):
     def score(level, parents):
         light, heavy = levels[level - 1]
-        l_steps, l_width, h_steps = shapes[level - 1]
-        out = jnp.zeros(parents.shape + (branching[level - 1],), jnp.float32)
-        if light is not None:
-            out = out + sw.score_children(light, q_idx, q_val, parents,
-                                          n_children=branching[level - 1], steps=l_steps,
-                                          width=l_width)
-        if heavy is not None:
-            out = out + sw.score_dense_rows(heavy, q_idx, q_val, parents, steps=h_steps)
-        return out
+        return level_scores(light, heavy, shapes[level - 1], q_idx, q_val, parents,
+                            branching[level - 1])
 
     ids_perm = perm if leaf_ids else jnp.arange(int(np.prod(branching)), dtype=jnp.int32)
     return beam_search(score, ids_perm, branching, q_idx.shape[0], beam=beam, k=k,

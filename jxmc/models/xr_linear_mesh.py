@@ -42,6 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from jxmc import sharding as S
 from jxmc.data.batches import csr_to_ell
+from jxmc.models import xr_linear as xr
 from jxmc.ops import sparse_weights as sw
 from jxmc.tree.beam import beam_search
 from jxmc.tree.label_tree import has_copies
@@ -192,7 +193,7 @@ def sharded_levels(params, D: int, mesh: Mesh):
       single-device ones: maxima over the whole level) and per level
       ``(light, heavy, ranges)`` of global arrays.
     """
-    from jxmc.models.xr_linear import LEVEL_KEYS, _tree_of
+    LEVEL_KEYS, _tree_of = xr.LEVEL_KEYS, xr._tree_of
 
     key = (id(params), D, mesh)
     hit = _PREPARED.get(key)
@@ -241,16 +242,10 @@ def beam_batch(levels, perm, q_idx, q_val, *, mesh, branching, shapes, beam, k, 
 
         def score(level, parents):
             light, heavy, ranges = levels[level - 1]
-            l_steps, l_width, h_steps = shapes[level - 1]
             own = (parents >= ranges[0]) & (parents < ranges[1])
             mine = jnp.where(own, parents - ranges[0], -1)  # not owned: scores 0
-            out = jnp.zeros(parents.shape + (branching[level - 1],), jnp.float32)
-            if light is not None:
-                out = out + sw.score_children(light, q_idx, q_val, mine,
-                                              n_children=branching[level - 1], steps=l_steps,
-                                              width=l_width)
-            if heavy is not None:
-                out = out + sw.score_dense_rows(heavy, q_idx, q_val, mine, steps=h_steps)
+            out = xr.level_scores(light, heavy, shapes[level - 1], q_idx, q_val, mine,
+                                  branching[level - 1])
             return jax.lax.psum(out, S.MODEL)  # one owner per candidate: an exact sum
 
         ids_perm = perm if leaf_ids else jnp.arange(int(np.prod(branching)), dtype=jnp.int32)
@@ -269,7 +264,7 @@ def beam(params, Xb: sp.csr_matrix, config, *, mesh: Mesh, k: int | None = None,
     """:func:`jxmc.models.xr_linear._beam` on ``mesh``: the same batches (queries
     sorted by non-zeros, the same per-device batch cap) with ``D`` times as many
     queries per step, split on ``data``.  Returns numpy arrays (in every process)."""
-    from jxmc.models.xr_linear import _tree_of
+    _tree_of = xr._tree_of
 
     tree = _tree_of(params)
     depth = tree.depth if upto is None else upto
