@@ -234,7 +234,7 @@ class DevicePool:
     """Runs work on devices, one item at a time per device, each item on the device
     with the least estimated work queued or running.
 
-    Levels trained at the same time (:func:`train_levels`) share one pool, so that a
+    Levels trained at the same time (:func:`jxmc.models.xr_linear.fit`) share one pool, so that a
     small level's chunks fill the devices that a large level leaves idle.
     """
 
