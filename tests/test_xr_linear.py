@@ -36,3 +36,14 @@ def test_man_negatives_and_resume(tmp_path):
     a = xr.predict(full, X[:20], cfg, k=2)
     b = xr.predict(resumed, X[:20], cfg, k=2)
     np.testing.assert_array_equal(a.ids, b.ids)
+
+
+def test_levels_trained_at_once_equal_one_after_another():
+    """TFN levels solved side by side on a shared device pool give the same model."""
+    X, Y = _data()
+    one = xr.fit(X, Y, dataclasses.replace(CFG, level_workers=1), seed=0, progress=False)
+    two = xr.fit(X, Y, dataclasses.replace(CFG, level_workers=2), seed=0, progress=False)
+    assert set(one["levels"]) == set(two["levels"]) and len(one["levels"]) >= 3
+    for name, lv in one["levels"].items():
+        for key, a in lv.items():
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(two["levels"][name][key]))
