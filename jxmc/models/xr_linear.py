@@ -252,29 +252,35 @@ def _beam_batch(levels, perm, q_idx, q_val, *, branching, shapes, beam, k, leaf_
                        transform=transform, merge_copies=merge)
 
 
-_PREPARED: dict = {}  # (id(params), D) -> (params, (shapes, device levels)); a few recent models
+_PREPARED: dict = {}  # (id(params), ...) -> (params, value); a few recent models
 
 
-def _scoring_levels(params, D: int):
-    """The first ``D`` levels laid out for scoring (:func:`sw.scoring_layout`) on device.
-
-    Kept for the last few models, so that predicting one query at a time does not
-    re-lay and re-send the whole model every call.
-    """
-    key = (id(params), D)
+def prepared(key: tuple, params, make):
+    """``make()`` for ``params``, kept for the last few models under ``key`` (which
+    starts with ``id(params)``), so that predicting one query at a time does not
+    re-lay and re-send the whole model every call."""
     hit = _PREPARED.get(key)
     if hit is not None and hit[0] is params:
         return hit[1]
-    branching = _tree_of(params).branching[:D]
-    levels = [params["levels"][f"level_{i}"] for i in range(1, D + 1)]
-    layouts = [sw.scoring_layout({k_: lv[k_] for k_ in LEVEL_KEYS}, B)
-               for lv, B in zip(levels, branching, strict=True)]
-    value = (tuple(sh for _, _, sh in layouts),
-             [jax.tree.map(jnp.asarray, (light, heavy)) for light, heavy, _ in layouts])
+    value = make()
     while len(_PREPARED) >= 4:
         _PREPARED.pop(next(iter(_PREPARED)))
     _PREPARED[key] = (params, value)
     return value
+
+
+def _scoring_levels(params, D: int):
+    """The first ``D`` levels laid out for scoring (:func:`sw.scoring_layout`) on device,
+    kept by :func:`prepared`."""
+    def make():
+        branching = _tree_of(params).branching[:D]
+        levels = [params["levels"][f"level_{i}"] for i in range(1, D + 1)]
+        layouts = [sw.scoring_layout({k_: lv[k_] for k_ in LEVEL_KEYS}, B)
+                   for lv, B in zip(levels, branching, strict=True)]
+        return (tuple(sh for _, _, sh in layouts),
+                [jax.tree.map(jnp.asarray, (light, heavy)) for light, heavy, _ in layouts])
+
+    return prepared((id(params), D), params, make)
 
 
 def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
@@ -294,31 +300,50 @@ def _beam(params, Xb: sp.csr_matrix, config: Config, *, k: int | None = None,
     shapes, dev = _scoring_levels(params, D)
     perm = jnp.asarray(tree.perm if upto is None else np.zeros(1, np.int32))
     k = config.beam_size if k is None else k
+    merge = upto is None and has_copies(tree)
+
+    def run(qi, qv):
+        out = _beam_batch(dev, perm, qi, qv, branching=branching, shapes=shapes,
+                          beam=config.beam_size, k=k, leaf_ids=upto is None,
+                          transform=config.transform, merge=merge)
+        return np.asarray(out.ids), np.asarray(out.scores)
+
+    return beam_batches(Xb, config, shapes, branching, k, run)
+
+
+def beam_batches(Xb: sp.csr_matrix, config: Config, shapes, branching, k: int, run,
+                 n_data: int = 1) -> TopK:
+    """Runs the beam search ``run(q_idx, q_val) -> (ids, scores)`` (numpy) over the
+    rows of ``Xb`` in batches of similar length.
+
+    The queries are taken in order of non-zeros; a batch is ``n_data`` times a
+    power of two (at most ``predict_batch_size``, within a memory bound set by the
+    widest level, and no more than the queries left need), its queries padded to
+    the same power-of-two width.  Returns ``TopK`` of ``i32[n, k]``, ``f32[n, k]``.
+    """
     n = Xb.shape[0]
     nnz = np.diff(Xb.indptr)
     order = np.argsort(nnz, kind="stable")
     ids = np.full((n, k), -1, np.int32)
     scores = np.full((n, k), -np.inf, np.float32)
-    bmax = max(max(w, B if h else 0)
-               for (_, w, h), B in zip(shapes, branching, strict=True))
+    bmax = max(max(w, B if h else 0) for (_, w, h), B in zip(shapes, branching, strict=True))
     start = 0
     while start < n:
         z = 1 << max(3, math.ceil(math.log2(max(int(nnz[order[start]]), 1))))
         cap = max(8, min(config.predict_batch_size, (1 << 23) // (config.beam_size * z * bmax)))
-        # a power of two, no larger than the queries left need (one query: a batch of 1)
-        cap = min(1 << int(math.log2(cap)), 1 << max(0, n - start - 1).bit_length())
+        # a power of two per data shard, no larger than the queries left need
+        # (one query: a batch of 1)
+        per_shard = -(-(n - start) // n_data)
+        cap = min(1 << int(math.log2(cap)), 1 << max(0, per_shard - 1).bit_length()) * n_data
         idx = order[start:start + cap]
         idx = idx[nnz[idx] <= z] if nnz[idx].max() > z else idx
         zz = 1 << max(3, math.ceil(math.log2(max(int(nnz[idx].max()), 1))))
         x = csr_to_ell(Xb[idx], zz)
         pad = cap - len(idx)
-        qi = np.pad(x.indices, ((0, pad), (0, 0)))
-        qv = np.pad(x.values, ((0, pad), (0, 0)))
-        out = _beam_batch(dev, perm, qi, qv, branching=branching, shapes=shapes,
-                          beam=config.beam_size, k=k, leaf_ids=upto is None,
-                          transform=config.transform, merge=upto is None and has_copies(tree))
-        ids[idx] = np.asarray(out.ids)[: len(idx)]
-        scores[idx] = np.asarray(out.scores)[: len(idx)]
+        out_ids, out_scores = run(np.pad(x.indices, ((0, pad), (0, 0))),
+                                  np.pad(x.values, ((0, pad), (0, 0))))
+        ids[idx] = out_ids[: len(idx)]
+        scores[idx] = out_scores[: len(idx)]
         start += len(idx)
     return TopK(ids, scores)
 

@@ -31,7 +31,6 @@ each process).
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +40,6 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jxmc import sharding as S
-from jxmc.data.batches import csr_to_ell
 from jxmc.models import xr_linear as xr
 from jxmc.ops import sparse_weights as sw
 from jxmc.tree.beam import beam_search
@@ -181,41 +179,32 @@ def split_level(light: dict | None, heavy: dict | None, n_parents: int, n_childr
     return out_light, out_heavy, ranges
 
 
-_PREPARED: dict = {}  # (id(params), D, mesh) -> (params, value); a few recent models
-
-
 def sharded_levels(params, D: int, mesh: Mesh):
     """The first ``D`` levels, laid out by :func:`split_level` and placed on ``mesh``
-    (shard axis on ``model``, replicated on ``data``).
+    (shard axis on ``model``, replicated on ``data``); kept by
+    :func:`jxmc.models.xr_linear.prepared`.
 
     Returns:
       ``(shapes, levels)``: the static scoring shapes per level (as the
       single-device ones: maxima over the whole level) and per level
       ``(light, heavy, ranges)`` of global arrays.
     """
-    LEVEL_KEYS, _tree_of = xr.LEVEL_KEYS, xr._tree_of
+    def make():
+        tree = xr._tree_of(params)
+        M = mesh.shape[S.MODEL]
+        sizes = (1,) + tree.level_sizes()
+        on_model = S.label_sharding(mesh)
+        shapes, levels = [], []
+        for i in range(1, D + 1):
+            lv = params["levels"][f"level_{i}"]
+            B = tree.branching[i - 1]
+            light, heavy, sh = sw.scoring_layout({k_: lv[k_] for k_ in xr.LEVEL_KEYS}, B)
+            parts = split_level(light, heavy, sizes[i - 1], B, M)
+            shapes.append(sh)
+            levels.append(S.put(parts, jax.tree.map(lambda _: on_model, parts)))
+        return tuple(shapes), levels
 
-    key = (id(params), D, mesh)
-    hit = _PREPARED.get(key)
-    if hit is not None and hit[0] is params:
-        return hit[1]
-    tree = _tree_of(params)
-    M = mesh.shape[S.MODEL]
-    sizes = (1,) + tree.level_sizes()
-    on_model = S.label_sharding(mesh)
-    shapes, levels = [], []
-    for i in range(1, D + 1):
-        lv = params["levels"][f"level_{i}"]
-        B = tree.branching[i - 1]
-        light, heavy, sh = sw.scoring_layout({k_: lv[k_] for k_ in LEVEL_KEYS}, B)
-        parts = split_level(light, heavy, sizes[i - 1], B, M)
-        shapes.append(sh)
-        levels.append(S.put(parts, jax.tree.map(lambda _: on_model, parts)))
-    value = (tuple(shapes), levels)
-    while len(_PREPARED) >= 4:
-        _PREPARED.pop(next(iter(_PREPARED)))
-    _PREPARED[key] = (params, value)
-    return value
+    return xr.prepared((id(params), D, mesh), params, make)
 
 
 # ---------------------------------------------------------------------------- beam search
@@ -261,43 +250,23 @@ def beam_batch(levels, perm, q_idx, q_val, *, mesh, branching, shapes, beam, k, 
 
 def beam(params, Xb: sp.csr_matrix, config, *, mesh: Mesh, k: int | None = None,
          upto: int | None = None) -> TopK:
-    """:func:`jxmc.models.xr_linear._beam` on ``mesh``: the same batches (queries
-    sorted by non-zeros, the same per-device batch cap) with ``D`` times as many
-    queries per step, split on ``data``.  Returns numpy arrays (in every process)."""
-    _tree_of = xr._tree_of
-
-    tree = _tree_of(params)
+    """:func:`jxmc.models.xr_linear._beam` on ``mesh``: the same batches
+    (:func:`jxmc.models.xr_linear.beam_batches`) with ``D`` times as many queries
+    per step, split on ``data``.  Returns numpy arrays (in every process)."""
+    tree = xr._tree_of(params)
     depth = tree.depth if upto is None else upto
     branching = tree.branching[:depth]
     shapes, dev = sharded_levels(params, depth, mesh)
     perm = S.put(np.asarray(tree.perm if upto is None else np.zeros(1, np.int32), np.int32),
                  S.replicated(mesh))
     k = config.beam_size if k is None else k
-    n_data = mesh.shape[S.DATA]
-    n = Xb.shape[0]
-    nnz = np.diff(Xb.indptr)
-    order = np.argsort(nnz, kind="stable")
-    ids = np.full((n, k), -1, np.int32)
-    scores = np.full((n, k), -np.inf, np.float32)
-    bmax = max(max(w, B if h else 0) for (_, w, h), B in zip(shapes, branching, strict=True))
     merge = upto is None and has_copies(tree)
-    start = 0
-    while start < n:
-        z = 1 << max(3, math.ceil(math.log2(max(int(nnz[order[start]]), 1))))
-        cap = max(8, min(config.predict_batch_size, (1 << 23) // (config.beam_size * z * bmax)))
-        per_device = -(-(n - start) // n_data)  # queries left per device
-        cap = min(1 << int(math.log2(cap)), 1 << max(0, per_device - 1).bit_length()) * n_data
-        idx = order[start:start + cap]
-        idx = idx[nnz[idx] <= z] if nnz[idx].max() > z else idx
-        zz = 1 << max(3, math.ceil(math.log2(max(int(nnz[idx].max()), 1))))
-        x = csr_to_ell(Xb[idx], zz)
-        pad = cap - len(idx)
-        q = S.shard_batch((np.pad(x.indices, ((0, pad), (0, 0))),
-                           np.pad(x.values, ((0, pad), (0, 0)))), mesh)
-        out = S.to_host(beam_batch(dev, perm, *q, mesh=mesh, branching=branching, shapes=shapes,
-                                   beam=config.beam_size, k=k, leaf_ids=upto is None,
-                                   transform=config.transform, merge=merge))
-        ids[idx] = out.ids[: len(idx)]
-        scores[idx] = out.scores[: len(idx)]
-        start += len(idx)
-    return TopK(ids, scores)
+
+    def run(qi, qv):
+        out = S.to_host(beam_batch(dev, perm, *S.shard_batch((qi, qv), mesh), mesh=mesh,
+                                   branching=branching, shapes=shapes, beam=config.beam_size,
+                                   k=k, leaf_ids=upto is None, transform=config.transform,
+                                   merge=merge))
+        return out.ids, out.scores
+
+    return xr.beam_batches(Xb, config, shapes, branching, k, run, n_data=mesh.shape[S.DATA])
