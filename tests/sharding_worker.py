@@ -325,6 +325,10 @@ def xrl(out: str) -> None:
         return solve(*args, **kw)
 
     rankers.svm_dual.solve_dual_cd = recording
+    # compilation charged nothing: toy chunks would otherwise all stay on the device
+    # that compiled their level's program (rankers.DevicePool), and this run checks
+    # that the chunks go to every device of the mesh
+    rankers.DevicePool.COMPILE_US = 0.0
     params = xr_linear.fit(X[:120], Y[:120], cfg, seed=0, progress=False, mesh=mesh)
     rankers.svm_dual.solve_dual_cd = solve
     top = xr_linear.predict(params, X[120:], cfg, k=4, mesh=mesh)

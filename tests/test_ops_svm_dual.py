@@ -1,6 +1,5 @@
 """jxmc.ops.svm_dual: lock-step dual coordinate descent against a reference solver."""
 
-import jax
 import numpy as np
 import pytest
 from scipy.optimize import minimize
@@ -51,8 +50,8 @@ def test_matches_a_reference_solver(lanes):
     dense = np.zeros_like(rows)
     np.add.at(dense, (pair, slot), val)
     np.testing.assert_allclose(rows[:, :-1], dense[:, :-1])
-    W, epochs = svm_dual.solve_dual_cd(chunk, jax.random.PRNGKey(0), 200, C=1.0, eps=1e-4,
-                                       n_slots=S)
+    walks = svm_dual.epoch_walks(chunk.length, 200, seed=0)
+    W, epochs = svm_dual.solve_dual_cd(chunk, walks, 200, C=1.0, eps=1e-4, n_slots=S)
     W = np.asarray(W)
     assert np.all(W[-1] == 0) and 1 <= int(epochs) < 200
     for Xp, Yp, srows, prow in blocks:
@@ -68,9 +67,9 @@ def test_padding_to_common_shapes_changes_nothing():
     chunk = svm_dual.chunk_layout(slot, val, pair, pp, y, msk, S, n_lanes=2, width=width)
     big = svm_dual.pad_chunk(chunk, n_slots=S + 7, rows=y.shape[0] + 5,
                              pieces=chunk.idx.shape[0] + 3, steps=chunk.sched.shape[0] + 4)
-    key = jax.random.PRNGKey(3)
-    a, ea = svm_dual.solve_dual_cd(chunk, key, 30, C=1.0, eps=0.0, n_slots=S)
-    b, eb = svm_dual.solve_dual_cd(big, key, 30, C=1.0, eps=0.0, n_slots=S + 7)
+    walks = svm_dual.epoch_walks(chunk.length, 30, seed=3)
+    a, ea = svm_dual.solve_dual_cd(chunk, walks, 30, C=1.0, eps=0.0, n_slots=S)
+    b, eb = svm_dual.solve_dual_cd(big, walks, 30, C=1.0, eps=0.0, n_slots=S + 7)
     assert int(ea) == int(eb) == 30
     np.testing.assert_allclose(np.asarray(b)[: S - 1], np.asarray(a)[: S - 1], atol=1e-5)
     assert np.all(np.asarray(b)[S - 1:] == 0)
@@ -82,3 +81,16 @@ def test_lanes_pack_parents_longest_first():
     np.testing.assert_array_equal(lane, [1, 0, 1, 1, 0])  # 9 | 5, 4 | 3 | 1 to the lighter
     loads = np.bincount(lane, weights=sizes)
     assert loads.max() <= sizes.max() + sizes.sum() / 2
+
+
+def test_epoch_walks_visit_every_row_once():
+    length = np.array([1, 7, 12, 0], np.int32)
+    walks = svm_dual.epoch_walks(length, 5, seed=4)
+    assert walks.shape == (5, 2, 4)
+    for e in range(5):
+        for u, n in enumerate(length):
+            if n:
+                stride, start = walks[e, :, u]
+                seen = {(int(start) + t * int(stride)) % int(n) for t in range(n)}
+                assert seen == set(range(n))
+    np.testing.assert_array_equal(walks, svm_dual.epoch_walks(length, 5, seed=4))

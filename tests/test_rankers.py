@@ -82,6 +82,29 @@ def test_balanced_plan_covers_every_parent_within_limits():
     assert any(7 in ps and len(ps) > 1 for ps in plan)  # the giant parent's lanes get company
 
 
+def test_one_lane_plan_takes_parents_one_after_another():
+    rng = np.random.default_rng(2)
+    pairs = rng.integers(1, 200, 60)
+    pairs[7] = 1000
+    slots = rng.integers(1, 50, 60)
+    min_length = int(pairs.sum()) // 8
+    plan = rankers.plan_balanced(pairs, slots, n_lanes=1, slot_limit=10**6, min_length=min_length)
+    np.testing.assert_array_equal(np.sort(np.concatenate(plan)), np.arange(60))
+    assert len(plan) <= 10  # not one chunk per parent
+    for ps in plan:
+        assert pairs[ps].sum() <= max(min_length, pairs[ps].max())
+
+
+def test_lanes_chosen_by_the_cpu_cost_model():
+    # one giant parent of a wide level: lanes would only slow its steps down
+    pairs = np.array([21597] + [2000] * 7)
+    assert rankers.choose_lanes(pairs, 128, 75, 2, 16) == 1
+    # many small parents of a narrow level: lanes side by side pay for themselves
+    assert rankers.choose_lanes(np.full(512, 100), 16, 8, 2, 16) > 1
+    assert rankers.choose_lanes(np.full(512, 100), 16, 8, 2, 1) == 1
+    assert rankers.step_us(1, 128, 75) < rankers.step_us(2, 128, 75) / 2
+
+
 CHILD = """
 import sys, numpy as np
 sys.path.insert(0, {tests!r})
@@ -107,3 +130,28 @@ def test_chunks_on_two_host_devices_give_the_same_rankers(problem, tmp_path):
     there = np.load(out)
     for key, value in here.items():
         np.testing.assert_array_equal(there[key], value, err_msg=key)
+
+
+def test_device_pool_prefers_a_device_that_has_compiled_the_program():
+    import threading
+    from types import SimpleNamespace
+
+    devices = [SimpleNamespace(id=0), SimpleNamespace(id=1)]
+    pool = rankers.DevicePool(devices)
+    gate = threading.Event()
+
+    def work(device):
+        gate.wait(30)
+        return device.id
+
+    try:
+        futs = [pool.submit(1e5, work, program="level 2"),  # no device has it: device 0
+                pool.submit(1e5, work, program="level 2"),  # queued behind, no compilation
+                pool.submit(1e5, work),                     # no program: least loaded
+                pool.submit(5e6, work, program="level 2"),  # device 1 would compile: 0
+                pool.submit(1e5, work, program="level 2")]  # device 1, compiling, is sooner
+        gate.set()
+        assert [f.result(30) for f in futs] == [0, 0, 1, 0, 1]
+    finally:
+        gate.set()
+        pool.shutdown()

@@ -138,13 +138,15 @@ def _ranges(off: np.ndarray, parents: np.ndarray) -> np.ndarray:
     return np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n) + np.arange(n.sum())
 
 
-def plan_balanced(pairs: np.ndarray, slots: np.ndarray, *, n_lanes: int, slot_limit: int):
+def plan_balanced(pairs: np.ndarray, slots: np.ndarray, *, n_lanes: int, slot_limit: int,
+                  min_length: int = 0):
     """Groups parents into chunks whose lanes take about the same time.
 
     An epoch of a chunk lasts as long as its longest lane, so the parents are
     taken largest first: a chunk opens with the largest parent left, which sets
-    its length, and takes further parents into its least-loaded lane while they
-    fit in that length and the chunk's slots stay within ``slot_limit``.
+    its length (at least ``min_length`` pairs), and takes further parents into its
+    least-loaded lane while they fit in that length and the chunk's slots stay
+    within ``slot_limit``.
 
     Returns:
       a list of ``i64[k]`` parent ids (ascending) per chunk.
@@ -155,12 +157,52 @@ def plan_balanced(pairs: np.ndarray, slots: np.ndarray, *, n_lanes: int, slot_li
         if j is None or load[j] + pairs[u] > length or used + slots[u] + 1 > slot_limit:
             if cur:
                 chunks.append(np.sort(np.asarray(cur)))
-            cur, load, used, length, j = [], np.zeros(n_lanes, np.int64), 0, int(pairs[u]), 0
+            cur, load, used, j = [], np.zeros(n_lanes, np.int64), 0, 0
+            length = max(int(pairs[u]), int(min_length))
         cur.append(u)
         load[j] += pairs[u]
         used += slots[u] + 1
     chunks.append(np.sort(np.asarray(cur)))
     return chunks
+
+
+PLAN_DEVICES = 2  # dual-cd: devices a level's plan is made for (the result does not depend on
+# the devices it runs on)
+PLAN_CHUNKS = 8  # dual-cd: chunks a level of one-lane chunks is cut into (at most, as they fit)
+
+
+def step_us(n_lanes: int, width: int, B: int) -> float:
+    """Microseconds of one dual-CD step of ``n_lanes`` lanes on a CPU core (XLA CPU,
+    measured on a 2-core AMD EPYC with jax 0.10.2, ``width = 128``, ``B`` = 8 and 75).
+
+    One lane is the fast case: its per-row reads are dynamic slices, not gathers
+    (about 4.4 us plus 1.25 ns per gathered weight); several lanes cost about
+    8 + 2 U us plus 1.6 ns per weight, so that on a CPU a lane of its own is as
+    cheap per row as 16 lanes side by side for ``B = 75`` and about 1.4x dearer
+    for ``B = 8``.
+    """
+    if n_lanes == 1:
+        return 4.4 + 0.00125 * width * B
+    return 8.0 + 2.0 * n_lanes + 0.0016 * n_lanes * width * B
+
+
+def choose_lanes(pairs: np.ndarray, width: int, B: int, n_devices: int, max_lanes: int) -> int:
+    """Lanes per chunk (``1 .. max_lanes``, powers of two) with the shortest estimated level.
+
+    A level lasts at least as long as its largest parent, whose instances are
+    visited in sequence at one step each, and at least its total steps spread over
+    the devices: the estimate is the larger of the two (:func:`step_us`).
+    """
+    total, longest = float(pairs.sum()), float(max(pairs.max(initial=0), 1))
+    best, best_t = 1, None
+    U = 1
+    while U <= max(1, max_lanes):
+        c = step_us(U, width, B)
+        t = max(longest * c, total / U * c / max(1, n_devices))
+        if best_t is None or t < best_t:
+            best, best_t = U, t
+        U *= 2
+    return best
 
 
 def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devices=None,
@@ -170,49 +212,63 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
     slot, val, pair, parent, y, mask = data
     B = y.shape[1]
     s_off, p_off, e_off = off["s"], off["p"], off["e"]
-    # lanes beyond (pairs / longest parent) would not shorten an epoch, only pad its steps
-    n_lanes = max(1, min(options.lanes, -(-int(p_par.sum()) // max(int(p_par.max()), 1))))
-    # chunks bound the weights solved at once; every parent fits in one
-    limit = max(options.chunk_weights // B, int(s_par.max()) + 2)
-    plan = plan_balanced(p_par, s_par, n_lanes=n_lanes, slot_limit=limit)
-    width = options.piece_width or piece_width(row_nnz)
-    chunks = []
-    for ps in plan:
-        es, pr = _ranges(e_off, ps), _ranges(p_off, ps)
-        local = np.zeros(len(s_par), np.int64)
-        local[ps] = np.arange(len(ps))
-        s_base = np.zeros(len(s_par), np.int64)
-        s_base[ps] = np.concatenate([[0], np.cumsum(s_par[ps])[:-1]])
-        p_base = np.zeros(len(s_par), np.int64)
-        p_base[ps] = np.concatenate([[0], np.cumsum(p_par[ps])[:-1]])
-        eu = parent[pair[es]]  # the parent of each entry
-        chunks.append(svm_dual.chunk_layout(
-            slot[es] - s_off[eu] + s_base[eu], val[es], pair[es] - p_off[eu] + p_base[eu],
-            local[parent[pr]].astype(np.int32), y[pr], mask[pr], int(s_par[ps].sum()) + 1,
-            n_lanes=n_lanes, width=width, seed=seed + len(chunks)))
-    # the chunks hold their own copies of the entries: free the level's (memory peak)
-    del slot, val, pair, parent, y, mask, es, pr, eu
-    data.clear()
-    # one padded shape per level: one compilation serves every chunk
-    caps = dict(n_slots=max(c.idx.max() for c in chunks) + 1,
-                rows=max(c.y.shape[0] - 1 for c in chunks),
-                pieces=max(c.idx.shape[0] - 1 for c in chunks),
-                steps=max(c.sched.shape[0] for c in chunks))
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(plan))
-    # chunks run side by side on the backend's devices (the host's cores, jxmc.devices)
-    # or a mesh's, each on the device with the least work queued (levels trained at
-    # once share the pool); the plan and the keys do not depend on the devices, so
-    # neither does the result
     own = pool is None
     pool = DevicePool(devices) if own else pool
+    width = options.piece_width or piece_width(row_nnz)
+    # lanes beyond (pairs / longest parent) would not shorten an epoch, only pad its steps
+    most = max(1, min(options.lanes, -(-int(p_par.sum()) // max(int(p_par.max()), 1))))
+    on_cpu = all(d.platform == "cpu" for d in pool.devices)
+    # planned for PLAN_DEVICES whatever the devices, so that the model does not
+    # depend on the machine (only the CPU's cost model picks the lanes)
+    n_lanes = choose_lanes(p_par, width, B, PLAN_DEVICES, most) if on_cpu else most
+    # chunks bound the weights solved at once; every parent fits in one.  A chunk of
+    # one lane takes parents one after another, PLAN_CHUNKS chunks a level or fewer
+    limit = max(options.chunk_weights // B, int(s_par.max()) + 2)
+    min_length = -(-int(p_par.sum()) // PLAN_CHUNKS) if n_lanes == 1 else 0
+    plan = plan_balanced(p_par, s_par, n_lanes=n_lanes, slot_limit=limit, min_length=min_length)
+    # one padded shape per level, known before any chunk is laid out: one compilation
+    # serves every chunk, and the first chunks are solved while the next are laid out
+    pair_pieces = np.maximum(-(-np.bincount(pair, minlength=len(parent)) // width), 1)
+    piece_par = np.bincount(parent, weights=pair_pieces, minlength=len(s_par)).astype(np.int64)
+
+    def lane_steps(ps):
+        lane = svm_dual.assign_lanes(p_par[ps], n_lanes)
+        return int(np.bincount(lane, weights=p_par[ps], minlength=n_lanes).max()) + 1
+
+    caps = dict(n_slots=max(int(s_par[ps].sum()) for ps in plan) + 1,
+                rows=max(int(p_par[ps].sum()) for ps in plan),
+                pieces=max(int(piece_par[ps].sum()) for ps in plan),
+                steps=max(lane_steps(ps) for ps in plan))
+    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, len(plan))
+    # a chunk's cost (us): its steps (the longest lane) times a step's, every epoch;
+    # the level's chunks share one program (one compilation per device)
+    cost = step_us(n_lanes, width, B) * options.max_epochs
+    program = ("dual-cd", n_lanes, width, B, options.max_epochs, tuple(sorted(caps.items())))
+    # chunks run side by side on the backend's devices (the host's cores, jxmc.devices)
+    # or a mesh's, each on the device where it would finish first (levels trained at
+    # once share the pool); the plan and the seeds do not depend on the devices, so
+    # neither does the result
+    futures = {}
     try:
-        # an epoch's cost: its steps (the longest lane) times a step's, as measured on a
-        # CPU (about 3 us plus 1.2 ns per gathered weight)
-        step_cost = 3.0 + 0.0012 * n_lanes * width * B
-        futures = {pool.submit(c.sched.shape[0] * step_cost,
-                               functools.partial(_solve_chunk, c, keys[i], caps, options)): ps
-                   for i, (c, ps) in enumerate(zip(chunks, plan, strict=True))}
-        del chunks
+        for i, ps in enumerate(plan):
+            es, pr = _ranges(e_off, ps), _ranges(p_off, ps)
+            local = np.zeros(len(s_par), np.int64)
+            local[ps] = np.arange(len(ps))
+            s_base = np.zeros(len(s_par), np.int64)
+            s_base[ps] = np.concatenate([[0], np.cumsum(s_par[ps])[:-1]])
+            p_base = np.zeros(len(s_par), np.int64)
+            p_base[ps] = np.concatenate([[0], np.cumsum(p_par[ps])[:-1]])
+            eu = parent[pair[es]]  # the parent of each entry
+            c = svm_dual.chunk_layout(
+                slot[es] - s_off[eu] + s_base[eu], val[es], pair[es] - p_off[eu] + p_base[eu],
+                local[parent[pr]].astype(np.int32), y[pr], mask[pr], int(s_par[ps].sum()) + 1,
+                n_lanes=n_lanes, width=width, seed=seed + i)
+            fn = functools.partial(_solve_chunk, c, int(seeds[i]), caps, options)
+            futures[pool.submit(c.sched.shape[0] * cost, fn, program=program)] = ps
+            del c, fn
+        # the chunks hold their own copies of the entries: free the level's (memory peak)
+        del slot, val, pair, parent, y, mask
+        data.clear()
         # in the order they finish, so that no finished chunk's weights wait in memory
         # behind a longer one (the caller's result does not depend on the order)
         for fut in as_completed(futures):
@@ -223,8 +279,9 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
             pool.shutdown()
 
 
-def _solve_chunk(chunk, key, caps, options: Options, device) -> np.ndarray:
-    arrays = jax.device_put((svm_dual.pad_chunk(chunk, **caps), key), device)
+def _solve_chunk(chunk, seed: int, caps, options: Options, device) -> np.ndarray:
+    walks = svm_dual.epoch_walks(chunk.length, options.max_epochs, seed)
+    arrays = jax.device_put((svm_dual.pad_chunk(chunk, **caps), walks), device)
     W, _ = svm_dual.solve_dual_cd(*arrays, options.max_epochs, C=options.C, eps=options.eps,
                                   n_slots=int(caps["n_slots"]))
     return np.asarray(W)
@@ -232,24 +289,39 @@ def _solve_chunk(chunk, key, caps, options: Options, device) -> np.ndarray:
 
 class DevicePool:
     """Runs work on devices, one item at a time per device, each item on the device
-    with the least estimated work queued or running.
+    with the least estimated work queued or running, counting a compilation for a
+    program the device has not run yet.
 
     Levels trained at the same time (:func:`jxmc.models.xr_linear.fit`) share one pool, so that a
     small level's chunks fill the devices that a large level leaves idle.
     """
+
+    COMPILE_US = 1.5e6  # a dual-CD program's compilation on a CPU core (1 - 1.5 s measured)
 
     def __init__(self, devices=None):
         self.devices = list(devices) if devices else jax.local_devices()
         self._workers = [ThreadPoolExecutor(1, thread_name_prefix=f"jxmc-{d.id}")
                          for d in self.devices]
         self._load = [0.0] * len(self.devices)
+        self._programs = [set() for _ in self.devices]
         self._lock = threading.Lock()
 
-    def submit(self, cost: float, fn) -> Future:
-        """Runs ``fn(device)`` on the least-loaded device; ``cost`` in any fixed unit."""
+    def submit(self, cost: float, fn, program=None) -> Future:
+        """Runs ``fn(device)`` on the device where it would finish first.
+
+        Args:
+          cost: the item's estimated microseconds.
+          fn: called with the chosen device, in that device's worker thread.
+          program: a hashable name of the compiled program ``fn`` runs (None: none);
+            a device that has not run it yet is charged :attr:`COMPILE_US` more.
+        """
         with self._lock:
-            j = int(np.argmin(self._load))
+            extra = [0.0 if program is None or program in seen else self.COMPILE_US
+                     for seen in self._programs]
+            j = int(np.argmin(np.add(self._load, extra)))
             self._load[j] += cost
+            if program is not None:
+                self._programs[j].add(program)
         fut = self._workers[j].submit(fn, self.devices[j])
         fut.add_done_callback(lambda _: self._done(j, cost))
         return fut

@@ -200,10 +200,13 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     try:
         if config.negatives == "tfn":
             # teacher-forced levels do not depend on each other: train them at once,
-            # the largest first, their chunks sharing the devices (the matcher's levels
-            # only, when the last one waits for label disentanglement)
+            # their chunks sharing the devices, the top first: its parents are the
+            # largest, whose instances are visited one after another, so it holds the
+            # longest chunks, and the deeper levels' many chunks fill the devices
+            # around them (the matcher's levels only, when the last one waits for
+            # label disentanglement)
             last = tree.depth - (config.clusters_per_label > 1 and "disentangled" not in params)
-            todo = [lv for lv in range(last, 0, -1) if f"level_{lv}" not in params["levels"]]
+            todo = [lv for lv in range(1, last + 1) if f"level_{lv}" not in params["levels"]]
             with ThreadPoolExecutor(max(1, config.level_workers),
                                     thread_name_prefix="jxmc-level") as ex:
                 for fut in as_completed([ex.submit(train, lv) for lv in todo]):
