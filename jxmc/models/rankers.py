@@ -14,7 +14,10 @@ Two solvers of the same problem (``L2R_L2LOSS_SVC``, ``Cp = Cn = C``):
   parent's instances in sequence and the parents in lanes side by side
   (:mod:`jxmc.ops.svm_dual`); it reaches PECOS's accuracy on ../shared/data
   (experiments/results/).  Its cost is set by the longest parent's instances,
-  visited one after another, which suits a CPU.
+  visited one after another, which suits a CPU.  On a CPU the lanes per chunk come
+  from a measured cost model (:func:`choose_lanes`; XLA compiles one lane's reads
+  to slices, several lanes' to gathers, 2.6x dearer a step on debtags), and the
+  chunks of one lane hold parents one after another.
 * ``"newton"``: truncated Newton with conjugate gradients on the primal
   (:mod:`jxmc.ops.svm`): every problem and every instance at once, a fixed number
   of steps -- the shape of work an accelerator wants; it needs about ten Newton

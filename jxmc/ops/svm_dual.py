@@ -25,9 +25,9 @@ What makes this XLA-friendly:
   side by side: a lane is a sequence of whole parents (packed longest first),
   and a step advances every lane by one instance (``f32[U, z, B]``), so the
   result is that of sequential dual coordinate descent on every problem.  On a
-  CPU one lane is the fast case (its per-row reads compile to dynamic slices,
-  not gathers: on debtags' widest level a step of one lane takes 16 us, one of
-  two 42 us), so there :func:`jxmc.models.rankers.choose_lanes` mostly picks
+  CPU one lane is the fast case (XLA compiles its reads to dynamic slices, 16
+  gathers for two lanes: on debtags' widest level a step of one lane takes 16 us,
+  one of two 42 us), so there :func:`jxmc.models.rankers.choose_lanes` mostly picks
   one lane and runs chunks side by side on the cores instead;
 * an instance's row is stored as *pieces* of ``z`` non-zeros and a step loops
   over the pieces of its lanes' rows, so one compiled step serves rows of any
