@@ -155,3 +155,25 @@ def test_device_pool_prefers_a_device_that_has_compiled_the_program():
     finally:
         gate.set()
         pool.shutdown()
+
+
+def test_level_shape_known_before_layout_is_the_chunks_largest(problem, monkeypatch):
+    """The padded shape computed from counts (before any chunk is laid out) is the
+    maxima of the laid-out chunks' own shapes: no chunk exceeds it, none is wasted."""
+    Xb, Y, tree = problem
+    seen = []
+
+    def record(chunk, seed, caps, options, device):
+        seen.append((chunk, caps))
+        return np.zeros((caps["n_slots"], chunk.y.shape[1]), np.float32)
+
+    monkeypatch.setattr(rankers, "_solve_chunk", record)
+    for lanes in (1, 2):
+        seen.clear()
+        rankers.train_level(Xb, Y, tree, 2, rankers.Options(lanes=lanes, chunk_weights=64))
+        chunks = [c for c, _ in seen]
+        assert len(chunks) > 1 and all(caps == seen[0][1] for _, caps in seen)
+        assert seen[0][1] == dict(n_slots=max(int(c.idx.max()) for c in chunks) + 1,
+                                  rows=max(c.y.shape[0] - 1 for c in chunks),
+                                  pieces=max(c.idx.shape[0] - 1 for c in chunks),
+                                  steps=max(c.sched.shape[0] for c in chunks))

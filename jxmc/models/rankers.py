@@ -231,17 +231,12 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
     plan = plan_balanced(p_par, s_par, n_lanes=n_lanes, slot_limit=limit, min_length=min_length)
     # one padded shape per level, known before any chunk is laid out: one compilation
     # serves every chunk, and the first chunks are solved while the next are laid out
-    pair_pieces = np.maximum(-(-np.bincount(pair, minlength=len(parent)) // width), 1)
+    pair_pieces = svm_dual.row_pieces(np.bincount(pair, minlength=len(parent)), width)
     piece_par = np.bincount(parent, weights=pair_pieces, minlength=len(s_par)).astype(np.int64)
-
-    def lane_steps(ps):
-        lane = svm_dual.assign_lanes(p_par[ps], n_lanes)
-        return int(np.bincount(lane, weights=p_par[ps], minlength=n_lanes).max()) + 1
-
     caps = dict(n_slots=max(int(s_par[ps].sum()) for ps in plan) + 1,
                 rows=max(int(p_par[ps].sum()) for ps in plan),
                 pieces=max(int(piece_par[ps].sum()) for ps in plan),
-                steps=max(lane_steps(ps) for ps in plan))
+                steps=max(svm_dual.lane_steps(p_par[ps], n_lanes) for ps in plan) + 1)
     seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, len(plan))
     # a chunk's cost (us): its steps (the longest lane) times a step's, every epoch;
     # the level's chunks share one program (one compilation per device)
@@ -268,7 +263,7 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
                 n_lanes=n_lanes, width=width, seed=seed + i)
             fn = functools.partial(_solve_chunk, c, int(seeds[i]), caps, options)
             futures[pool.submit(c.sched.shape[0] * cost, fn, program=program)] = ps
-            del c, fn
+            del c, fn, es, pr, eu
         # the chunks hold their own copies of the entries: free the level's (memory peak)
         del slot, val, pair, parent, y, mask
         data.clear()

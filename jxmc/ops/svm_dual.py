@@ -109,6 +109,19 @@ def assign_lanes(sizes: np.ndarray, n_lanes: int) -> np.ndarray:
     return lane
 
 
+def row_pieces(nnz: np.ndarray, width: int) -> np.ndarray:
+    """Pieces of ``width`` non-zeros per row (at least one): ``i64[P]``."""
+    return np.maximum(-(-np.asarray(nnz, np.int64) // width), 1)
+
+
+def lane_steps(sizes: np.ndarray, n_lanes: int) -> int:
+    """The longest lane, in rows, when parents of ``sizes`` rows are packed into
+    ``n_lanes`` lanes (:func:`assign_lanes`): a chunk's ``sched`` has one more row."""
+    sizes = np.asarray(sizes, np.int64)
+    lane = assign_lanes(sizes, n_lanes)
+    return int(np.bincount(lane, weights=sizes, minlength=n_lanes).max(initial=0))
+
+
 def chunk_layout(slot: np.ndarray, val: np.ndarray, pair: np.ndarray, pair_parent: np.ndarray,
                  y: np.ndarray, mask: np.ndarray, n_slots: int, *, n_lanes: int,
                  width: int, seed: int = 0) -> Chunk:
@@ -127,7 +140,7 @@ def chunk_layout(slot: np.ndarray, val: np.ndarray, pair: np.ndarray, pair_paren
     rng = np.random.default_rng(seed)
     P, B = y.shape
     nnz = np.bincount(pair, minlength=P)
-    count = np.maximum(-(-nnz // width), 1)
+    count = row_pieces(nnz, width)
     first = np.concatenate([[0], np.cumsum(count)])
     Q = int(first[-1])
     start = np.concatenate([[0], np.cumsum(nnz)])
