@@ -20,7 +20,7 @@ devices are used and ``--devices`` is ignored):
   ``c`` labels per point (8 positives + random negatives) scored by
   :func:`jxmc.nn.heads.score_shortlist` from ``x: f32[n, h]`` (random
   unit vectors standing for the encoder's output);
-* prediction over all ``L`` labels: :func:`jxmc.sharded_topk.sharded_table_top_k`
+* prediction over all ``L`` labels: :func:`jxmc.ops.topk.sharded_table_top_k`
   (two-stage top-k, never gathering the ``n x L`` scores).
 
 Synthetic data: the tables and batches are random (``jxmc.data.synthetic``
@@ -89,7 +89,7 @@ def run_one(args, L: int, mesh_text: str) -> dict:
 
     from jxmc import sharding as S
     from jxmc.nn.heads import score_shortlist, table_init
-    from jxmc.sharded_topk import sharded_table_top_k
+    from jxmc.ops.topk import sharded_table_top_k
     from jxmc.train.step import make_train_step
 
     mesh = S.mesh_from_string(mesh_text)

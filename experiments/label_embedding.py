@@ -30,10 +30,10 @@ from pathlib import Path
 
 import jax
 
-from jxmc import metrics as M
+from jxmc import metrics
 from jxmc.data.dataset import load_dataset
-from jxmc.models import cplst, leml, plst
 from jxmc.models.base import config_to_dict, parse_overrides
+from jxmc.models.embedding import cplst, leml, plst
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = {"plst": plst, "cplst": cplst, "leml": leml}
@@ -72,9 +72,9 @@ def run_one(ds, name: str, overrides: list[str]) -> dict:
     start = time.perf_counter()
     topk = module.predict(params, ds.test.X, config, k=5)
     predict_s = time.perf_counter() - start
-    inv_prop = M.inv_propensity(M.label_counts(ds.train.Y, ds.n_labels_all), ds.train.X.shape[0],
-                                *M.propensity_ab(ds.name))
-    res = M.evaluate(topk.ids, ds.test.Y, inv_prop, ks=(1, 3, 5))
+    inv_prop = metrics.inv_propensity(metrics.label_counts(ds.train.Y, ds.n_labels_all),
+                                      ds.train.X.shape[0], *metrics.propensity_ab(ds.name))
+    res = metrics.evaluate(topk.ids, ds.test.Y, inv_prop, ks=(1, 3, 5))
     return {"dataset": ds.name, "method": name, "config": config_to_dict(config),
             **{k: round(100 * res[k], 2) for k in KEYS},
             "fit_s_cold": round(times[0], 2), "fit_s_warm": round(times[1], 2),

@@ -85,15 +85,14 @@ def _layout_bytes(model_dir: str, mesh_text: str) -> dict:
 
     from jxmc import modeldir
     from jxmc import sharding as S
-    from jxmc.models import xr_linear, xr_linear_mesh
-    from jxmc.ops import sparse_weights as sw
+    from jxmc.models.tree_linear import mesh as xr_linear_mesh
+    from jxmc.models.tree_linear import scoring
 
     params = modeldir.load(model_dir).params
-    tree = xr_linear._tree_of(params)
+    tree = scoring.tree_of(params)
     one = 0
     for i in range(1, tree.depth + 1):
-        lv = params["levels"][f"level_{i}"]
-        parts = sw.scoring_layout({k: lv[k] for k in xr_linear.LEVEL_KEYS}, tree.branching[i - 1])
+        parts = scoring.host_layout(params, i, tree.branching[i - 1])
         one += sum(a.nbytes for a in jax.tree_util.tree_leaves(parts[:2]))
     mesh = S.mesh_from_string(mesh_text)
     _, levels = xr_linear_mesh.sharded_levels(params, tree.depth, mesh)
@@ -238,8 +237,8 @@ def write_md(path: Path, r: dict) -> None:
         "P@k here: hits among the top k over k, over every test point, against "
         "`test_labels` (labels unseen in training included), from the prediction files.",
         "",
-        "Model bytes per device at prediction (every level's scoring layout: light slots and "
-        f"heavy dense rows, `jxmc.models.xr_linear_mesh`): one device "
+        "Model bytes per device at prediction (every level's scoring layout: packed slots and "
+        f"dense rows, `jxmc.models.tree_linear.mesh`): one device "
         f"{mem['one_device_bytes'] / mib:.1f} MiB; on the mesh at most "
         f"{mem['mesh_max_bytes_per_device'] / mib:.1f} MiB per device "
         f"(one device / model = {mem['ideal_bytes_per_device'] / mib:.1f} MiB; the rest is "

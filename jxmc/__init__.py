@@ -2,7 +2,11 @@
 
 The public names, flat.  Submodules: :mod:`jxmc.data` (formats, TF-IDF,
 synthetic data, batches), :mod:`jxmc.metrics`, :mod:`jxmc.models` (the
-``--method`` s), :mod:`jxmc.ops`, :mod:`jxmc.checkpoint`, :mod:`jxmc.modeldir`.
+``--method`` s, each a :class:`Method`; family folders ``tree_linear/``,
+``embedding/``, ``transformer/``), :mod:`jxmc.ops` (sparse rows, id sets,
+top-k, solvers), :mod:`jxmc.tree` (label trees: one builder behind
+:class:`TreeSpec`, beam search, shortlists), :mod:`jxmc.nn` (encoders and
+heads), :mod:`jxmc.checkpoint`, :mod:`jxmc.modeldir`.
 
 The names are loaded on first use, so that ``import jxmc`` (and the command
 line's start) does not start JAX: the command line first splits the host into
@@ -16,11 +20,13 @@ import importlib
 from jxmc.version import __version__ as __version__
 
 _NAMES = {
-    "Dataset": "jxmc.data.dataset", "Split": "jxmc.data.dataset",
+    "Dataset": "jxmc.data.types", "Split": "jxmc.data.types",
     "load_dataset": "jxmc.data.dataset",
     "ConfigError": "jxmc.errors", "DataError": "jxmc.errors", "JxmcError": "jxmc.errors",
     "ModelError": "jxmc.errors",
-    "get_method": "jxmc.models",
+    "METHODS": "jxmc.models", "get_method": "jxmc.models",
+    "Method": "jxmc.models.base", "Prepared": "jxmc.models.base",
+    "TreeSpec": "jxmc.tree.build",
     "Batch": "jxmc.types", "SparseRows": "jxmc.types", "TopK": "jxmc.types",
 }
 

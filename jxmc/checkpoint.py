@@ -4,7 +4,9 @@ Two uses:
 
 * :class:`TrainCheckpoints`: a method's training state saved as it goes
   (``<model-dir>/checkpoints/<step>``), so that re-running the same command on
-  the same model directory resumes from the last saved step.
+  the same model directory resumes from the last saved step.  The folder is
+  bound to a fingerprint of what it trains (``run.json``: method, config, seed,
+  a digest of the data); a resume under another fingerprint is refused.
 * :func:`save_params` / :func:`load_params`: the final parameters of a model
   (``<model-dir>/params``), a pytree of arrays.
 * :func:`save_sharded` / :func:`restore_sharded`: a pytree of global arrays laid
@@ -17,6 +19,7 @@ complete, so an interrupted save never leaves a half-written step behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -25,6 +28,11 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jxmc.errors import ConfigError
+from jxmc.fileio import atomic_write
+
+RUN = "run.json"  # the fingerprint of the run a checkpoint folder belongs to
 
 # orbax logs every save at INFO through absl; keep the command line quiet.
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -40,9 +48,18 @@ class TrainCheckpoints:
     Args:
       directory: the folder (created when missing).
       max_to_keep: how many steps to keep.
+      fingerprint: a JSON-ready dict naming what is trained (method, config,
+        seed, data digest).  Saved steps of another fingerprint are never
+        resumed: the constructor refuses them.
+
+    Raises:
+      ConfigError: ``directory`` holds saved steps of another fingerprint, or
+        saved steps with none recorded (an older jxmc's); the message names what
+        differs.
     """
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2,
+                 fingerprint: dict | None = None):
         self.directory = os.path.abspath(os.fspath(directory))
         os.makedirs(self.directory, exist_ok=True)
         self._manager = ocp.CheckpointManager(
@@ -50,6 +67,27 @@ class TrainCheckpoints:
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                  enable_async_checkpointing=False),
         )
+        if fingerprint is not None:
+            self._bind(json.loads(json.dumps(fingerprint)))
+
+    def _bind(self, fingerprint: dict) -> None:
+        path = os.path.join(self.directory, RUN)
+        if self.latest_step() is not None:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    recorded = json.load(f)
+            except (OSError, ValueError):
+                raise ConfigError(f"{self.directory}: checkpoints of an unrecorded run; remove the "
+                                  f"folder to train afresh") from None
+            if recorded != fingerprint:
+                keys = sorted(k for k in set(recorded) | set(fingerprint)
+                              if recorded.get(k) != fingerprint.get(k))
+                raise ConfigError(f"{self.directory}: the checkpoints continue another run (it "
+                                  f"differs in {', '.join(keys)}); rerun with the same options, or "
+                                  f"remove the folder to train afresh")
+            return
+        with atomic_write(path) as f:
+            json.dump(fingerprint, f, indent=1, sort_keys=True)
 
     def latest_step(self) -> int | None:
         """The last completed step, or None."""

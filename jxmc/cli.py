@@ -8,22 +8,16 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 # Quiet XLA/absl start-up chatter before jax is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from jxmc.devices import limit_heap_growth, use_host_cores  # noqa: E402
 from jxmc.errors import JxmcError  # noqa: E402
+from jxmc.models import DEFAULT_METHOD  # noqa: E402  (imports no JAX)
 from jxmc.version import __version__  # noqa: E402
-
-DEFAULT_METHOD = "xr-linear"
-KS = (1, 3, 5, 10)
-JSON_KEYS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5",
-             "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "R@5", "R@10")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,12 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--model-dir", required=True)
     pr.add_argument("--top-k", type=int, default=10)
     pr.add_argument("--out", required=True, help="output file: one line per point, 'label:score' pairs")
+    _add_predict_set(pr)
     _add_mesh(pr)
 
     e = sub.add_parser("evaluate", help="metrics of a model on a dataset's test split")
     e.add_argument("--data", default=None, help="dataset folder, or 'synthetic[...]' (default)")
     e.add_argument("--model-dir", required=True)
     e.add_argument("--json", action="store_true", help="one JSON object, values as fractions")
+    _add_predict_set(e)
     _add_ab(e)
     return p
 
@@ -72,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
 def _add_ab(p: argparse.ArgumentParser) -> None:
     p.add_argument("--A", type=float, default=None, help="propensity A (default: by dataset, 0.55)")
     p.add_argument("--B", type=float, default=None, help="propensity B (default: by dataset, 1.5)")
+
+
+# optional dependencies -> the extra that installs them (pyproject.toml)
+_EXTRAS = {"tokenizers": "text", "safetensors": "text", "tensorflow_datasets": "tfds",
+           "array_record": "tfds"}
+
+
+def _add_predict_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a prediction option of the model's method, e.g. --set beam_size=50 "
+                        "(repeatable; the others are fixed at training)")
 
 
 def _add_mesh(p: argparse.ArgumentParser) -> None:
@@ -111,27 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     except JxmcError as e:
         print(f"jxmc: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"jxmc: error: this needs the Python package {e.name!r}; install it with "
+              f"pip install 'jxmc[{extra}]'", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("jxmc: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-
-
-def format_table(metrics: dict[str, float], title: str = "") -> str:
-    """The metrics table, in percent."""
-    lines = [title] if title else []
-    lines.append(f"{'':8}{'@1':>8}{'@3':>8}{'@5':>8}")
-    for name in ("P", "nDCG", "PSP", "PSnDCG"):
-        lines.append(f"{name:8}" + "".join(f"{100 * metrics[f'{name}@{k}']:8.2f}" for k in (1, 3, 5)))
-    lines.append(f"{'R':8}{'':8}{'':8}{100 * metrics['R@5']:8.2f}   R@10 {100 * metrics['R@10']:.2f}")
-    return "\n".join(lines)
-
-
-def json_metrics(metrics: dict[str, float]) -> str:
-    return json.dumps({k: float(metrics[k]) for k in JSON_KEYS})
-
-
-def now() -> float:
-    return time.perf_counter()
 
 
 if __name__ == "__main__":

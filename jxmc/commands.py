@@ -6,23 +6,32 @@ values: the method's typed ``Config``, the seed, arrays.
 
 from __future__ import annotations
 
-import inspect
+import hashlib
+import json
 import os
 import sys
 import time
 
 import numpy as np
 
-from jxmc import metrics as M
-from jxmc import modeldir
+from jxmc import metrics, modeldir
 from jxmc.checkpoint import TrainCheckpoints
-from jxmc.cli import DEFAULT_METHOD, KS, format_table, json_metrics
 from jxmc.data.dataset import load_dataset
 from jxmc.data.inputs import read_predict_inputs, read_test_split
 from jxmc.errors import ConfigError, ModelError
 from jxmc.fileio import atomic_write
-from jxmc.models import get_method
-from jxmc.models.base import config_from_dict, config_to_dict, parse_overrides
+from jxmc.models import DEFAULT_METHOD, get_method
+from jxmc.models.base import (
+    config_from_dict,
+    config_to_dict,
+    parse_overrides,
+    usable_mesh,
+    with_predict_fields,
+)
+
+KS = (1, 3, 5, 10)
+JSON_KEYS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5",
+             "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "R@5", "R@10")
 
 
 def _log(msg: str) -> None:
@@ -30,26 +39,21 @@ def _log(msg: str) -> None:
 
 
 def _ab(args, name: str | None) -> tuple[float, float]:
-    A, B = M.propensity_ab(name)
+    A, B = metrics.propensity_ab(name)
     return (A if args.A is None else args.A), (B if args.B is None else args.B)
 
 
 def _metrics(topk_ids: np.ndarray, Y, counts: np.ndarray, n_train: int, A: float, B: float) -> dict:
-    inv = M.inv_propensity(counts, n_train, A, B)
-    return M.evaluate(topk_ids, Y, inv, ks=KS)
+    inv = metrics.inv_propensity(counts, n_train, A, B)
+    return metrics.evaluate(topk_ids, Y, inv, ks=KS)
 
 
 def _label_counts(model, n_labels_all: int) -> np.ndarray:
-    counts = np.zeros(n_labels_all, np.int64)
-    saved = np.asarray(model.params["train_label_counts"]) if "train_label_counts" in model.params else None
-    if saved is None:
+    if model.label_counts is None:
         raise ModelError("the model does not record its training label counts (needed for PSP@k)")
-    counts[: len(saved)] = saved
+    counts = np.zeros(n_labels_all, np.int64)
+    counts[: len(model.label_counts)] = model.label_counts
     return counts
-
-
-def _accepts_texts(fn) -> bool:
-    return "texts" in inspect.signature(fn).parameters
 
 
 def _mesh(args):
@@ -63,19 +67,6 @@ def _mesh(args):
     return sharding.mesh_from_string(args.mesh)
 
 
-def _mesh_kwargs(fn, mesh, who: str) -> dict:
-    """``{"mesh": mesh}`` for a function that takes one; a one-device mesh is dropped
-    for one that does not, a larger one refused."""
-    if mesh is None:
-        return {}
-    if "mesh" in inspect.signature(fn).parameters:
-        return {"mesh": mesh}
-    if mesh.size > 1:
-        raise ConfigError(f"{who} does not run on a device mesh; --mesh asks for {mesh.size} "
-                          f"devices (leave --mesh out, or use data=1,model=1)")
-    return {}
-
-
 def _flag_overrides(args) -> list[str]:
     """``--epochs`` etc. as ``key=value`` overrides (they apply to methods that have the field)."""
     flags = {"encoder": args.encoder, "epochs": args.epochs, "max_len": args.max_len,
@@ -87,9 +78,7 @@ def _flag_overrides(args) -> list[str]:
 def train(args) -> int:
     method = get_method(args.method or DEFAULT_METHOD)
     config = parse_overrides(method.Config, _flag_overrides(args) + args.overrides)
-    mesh = _mesh(args)
-    fit_mesh = _mesh_kwargs(method.fit, mesh, f"--method {method.name} training")
-    predict_mesh = _mesh_kwargs(method.predict, mesh, f"--method {method.name} prediction")
+    mesh = usable_mesh(method, _mesh(args), "training")  # refused before the data is read
     model_dir = args.model_dir
     previous = modeldir.read_manifest(model_dir) if os.path.isdir(model_dir) else None
 
@@ -105,20 +94,20 @@ def train(args) -> int:
                 "data": data_info}
 
     t_train = 0.0
-    if previous is not None and all(previous.get(k) == v for k, v in settings.items()):
+    if previous is not None and _same_run(method, previous, settings):
         _log(f"jxmc: {model_dir} already holds this trained model; evaluating it")
     else:
-        ckpt = TrainCheckpoints(os.path.join(model_dir, "checkpoints"))
+        fingerprint = {**settings, "data_digest": _digest(ds.train.X, ds.train.Y)}
+        ckpt = TrainCheckpoints(os.path.join(model_dir, "checkpoints"), fingerprint=fingerprint)
         if ckpt.latest_step() is not None:
             _log(f"jxmc: resuming from checkpoint step {ckpt.latest_step()} in {model_dir}/checkpoints")
         t1 = time.perf_counter()
-        extra_args = {"texts": ds.train.texts} if _accepts_texts(method.fit) else {}
         params = method.fit(ds.train.X, ds.train.Y, config, seed=args.seed, ckpt=ckpt,
-                            progress=not args.no_progress, **extra_args, **fit_mesh)
+                            progress=not args.no_progress, texts=_texts(method, ds.train.texts),
+                            mesh=mesh)
         t_train = time.perf_counter() - t1
-        params = dict(params)
-        params["train_label_counts"] = ds.label_counts()[: ds.n_labels]
-        modeldir.save(model_dir, params=params, label_names=ds.label_names, featurizer=ds.featurizer,
+        modeldir.save(model_dir, params=params, label_counts=ds.label_counts()[: ds.n_labels],
+                      label_names=ds.label_names, featurizer=ds.featurizer,
                       extra={"train_seconds": round(t_train, 3), "data_seconds": round(t_data, 3)},
                       **settings)
         ckpt.clear()
@@ -126,8 +115,7 @@ def train(args) -> int:
 
     model = modeldir.load(model_dir)
     t2 = time.perf_counter()
-    topk = _predict(method, model.params, ds.test.X, ds.test.texts, config, max(KS),
-                    **predict_mesh)
+    topk = _predict(method, model.params, ds.test.X, ds.test.texts, config, max(KS), mesh)
     t_pred = time.perf_counter() - t2
     counts = ds.label_counts()
     A, B = _ab(args, ds.name)
@@ -139,16 +127,47 @@ def train(args) -> int:
     return 0
 
 
-def _predict(method, params, X, texts, config, k, **mesh):
-    if _accepts_texts(method.predict):
-        return method.predict(params, X, config, k=k, texts=texts, **mesh)
-    return method.predict(params, X, config, k=k, **mesh)
+def _same_run(method, previous: dict, settings: dict) -> bool:
+    """Whether a finished model's manifest is the run ``settings`` asks for (its
+    config read as today's names, so an older directory still matches)."""
+    if previous.get("method") != settings["method"] or "config" not in previous:
+        return False
+    try:
+        config = config_to_dict(config_from_dict(method.Config, previous["config"]))
+    except ConfigError:
+        return False
+    return all((config if k == "config" else previous.get(k)) == v for k, v in settings.items())
 
 
-def _load_model(model_dir: str):
-    model = modeldir.load(model_dir)
+def _digest(*matrices) -> str:
+    """SHA-256 of sparse matrices' shapes and stored entries (what a checkpoint trains on)."""
+    h = hashlib.sha256()
+    for A in matrices:
+        A = A.tocsr()
+        h.update(repr(A.shape).encode())
+        for part in (A.indptr, A.indices, A.data):
+            h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
+def _texts(method, texts):
+    """The texts for a method that reads them; None for one that reads the features only."""
+    return texts if method.needs_texts else None
+
+
+def _predict(method, params, X, texts, config, k, mesh=None):
+    model = method.prepare(params, config, mesh)
+    return method.predict(model, X, config, k=k, texts=_texts(method, texts))
+
+
+def _load_model(args):
+    """The saved model, its method, and its training config with ``--set`` applied
+    to the method's predict fields."""
+    model = modeldir.load(args.model_dir)
     method = get_method(model.method)
     config = config_from_dict(method.Config, model.manifest["config"])
+    config = with_predict_fields(method.Config, config, args.overrides, method.predict_fields,
+                                 method.name)
     return model, method, config
 
 
@@ -156,10 +175,10 @@ def predict(args) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     mesh = _mesh(args)
-    model, method, config = _load_model(args.model_dir)
-    predict_mesh = _mesh_kwargs(method.predict, mesh, f"--method {method.name} prediction")
+    model, method, config = _load_model(args)
+    mesh = usable_mesh(method, mesh, "prediction")
     X, texts = read_predict_inputs(args.data, model)
-    topk = _predict(method, model.params, X, texts, config, args.top_k, **predict_mesh)
+    topk = _predict(method, model.params, X, texts, config, args.top_k, mesh)
     names = model.label_names
     with atomic_write(args.out) as f:
         for ids, scores in zip(topk.ids, topk.scores, strict=True):
@@ -171,7 +190,7 @@ def predict(args) -> int:
 
 
 def evaluate(args) -> int:
-    model, method, config = _load_model(args.model_dir)
+    model, method, config = _load_model(args)
     X, Y, _, texts = read_test_split(args.data, model)
     topk = _predict(method, model.params, X, texts, config, max(KS))
     counts = _label_counts(model, Y.shape[1])
@@ -186,3 +205,18 @@ def evaluate(args) -> int:
                                    f"{method.name}: metrics in %"))
     return 0
 
+
+
+def format_table(result: dict[str, float], title: str = "") -> str:
+    """The metrics table, in percent."""
+    lines = [title] if title else []
+    lines.append(f"{'':8}{'@1':>8}{'@3':>8}{'@5':>8}")
+    for name in ("P", "nDCG", "PSP", "PSnDCG"):
+        lines.append(f"{name:8}" + "".join(f"{100 * result[f'{name}@{k}']:8.2f}" for k in (1, 3, 5)))
+    lines.append(f"{'R':8}{'':8}{'':8}{100 * result['R@5']:8.2f}   R@10 {100 * result['R@10']:.2f}")
+    return "\n".join(lines)
+
+
+def json_metrics(result: dict[str, float]) -> str:
+    """The ``evaluate --json`` line: :data:`JSON_KEYS`, values as fractions."""
+    return json.dumps({k: float(result[k]) for k in JSON_KEYS})

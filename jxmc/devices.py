@@ -4,7 +4,7 @@ XLA runs one CPU computation on one core unless its ops are large enough to
 split, and the XR-Linear solver's small sequential steps are not
 (:mod:`jxmc.ops.svm_dual`).  Split into ``n`` host devices
 (``--xla_force_host_platform_device_count``), the host runs ``n`` computations
-at once, and :func:`jxmc.models.rankers.train_level` solves that many chunks of
+at once, and :func:`jxmc.models.tree_linear.rankers.train_level` solves that many chunks of
 rankers side by side.  Accelerators are unaffected: the flag only concerns the
 host platform.
 

@@ -24,13 +24,11 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from jxmc.ops.sparse import normalise_rows
 
-def _normalise_rows(M: sp.csr_matrix) -> sp.csr_matrix:
-    M = sp.csr_matrix(M, dtype=np.float32)
-    sq = np.asarray(M.multiply(M).sum(axis=1), dtype=np.float64).ravel()
-    scale = np.zeros_like(sq)
-    scale[sq > 0] = 1.0 / np.sqrt(sq[sq > 0])
-    out = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ M, dtype=np.float32)
+
+def _unit_rows(M: sp.csr_matrix) -> sp.csr_matrix:
+    out = normalise_rows(M, accumulate=np.float64)
     out.sort_indices()
     return out
 
@@ -60,7 +58,7 @@ def pifa(Y: sp.spmatrix, X: sp.spmatrix | np.ndarray | Sequence) -> sp.csr_matri
         if B.shape[0] != Yb.shape[0]:
             raise ValueError(f"Y has {Yb.shape[0]} rows but feature block {j} has {B.shape[0]}")
         B = sp.csr_matrix(B, dtype=np.float32)
-        parts.append(_normalise_rows(Yt @ B))
+        parts.append(_unit_rows(Yt @ B))
     if len(parts) == 1:
         return parts[0]
-    return _normalise_rows(sp.hstack(parts, format="csr"))
+    return _unit_rows(sp.hstack(parts, format="csr"))

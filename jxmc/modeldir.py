@@ -4,7 +4,8 @@ Layout of ``<model-dir>``::
 
     jxmc_model.json      manifest: jxmc version, model format, method, resolved
                          config, seed, dataset description (written last)
-    params/              the method's parameters (orbax, see jxmc.checkpoint)
+    params/              the method's parameters (orbax, see jxmc.checkpoint), and
+                         ``train_label_counts`` (i64[L], for PSP@k) beside them
     label_names.txt      raw-text data: the L label names, one per line
     tfidf_vocab.txt.gz, tfidf.npz, tfidf.json   raw-text data: the featuriser
     checkpoints/         training state while training (removed when done)
@@ -22,6 +23,8 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from jxmc import checkpoint
 from jxmc.data.tfidf import Featurizer
 from jxmc.errors import ModelError
@@ -36,9 +39,10 @@ class SavedModel:
     """A model read back from its directory."""
 
     manifest: dict[str, Any]
-    params: Any
+    params: Any  # what the method's fit returned
     label_names: list[str] | None
     featurizer: Featurizer | None
+    label_counts: np.ndarray | None = None  # i64[L]: training positives of each label
 
     @property
     def method(self) -> str:
@@ -67,9 +71,20 @@ def read_manifest(model_dir: str) -> dict[str, Any] | None:
     return manifest
 
 
+LABEL_COUNTS = "train_label_counts"  # stored beside the method's params (as every version has)
+
+
 def save(model_dir: str, *, method: str, config: dict, seed: int, data: dict, params: Any,
-         label_names: list[str] | None, featurizer: Featurizer | None, extra: dict | None = None) -> None:
-    """Writes a finished model; the manifest goes last."""
+         label_names: list[str] | None, featurizer: Featurizer | None,
+         label_counts: np.ndarray | None = None, extra: dict | None = None) -> None:
+    """Writes a finished model; the manifest goes last.
+
+    ``params`` is the method's fitted pytree, saved as given; ``label_counts``
+    (``i64[L]``, the training positives of each label, for PSP@k) is stored
+    beside it and comes back as :attr:`SavedModel.label_counts`.
+    """
+    if label_counts is not None:
+        params = {**params, LABEL_COUNTS: np.asarray(label_counts, np.int64)}
     os.makedirs(model_dir, exist_ok=True)
     manifest_path = os.path.join(model_dir, MANIFEST)
     if os.path.exists(manifest_path):
@@ -113,4 +128,8 @@ def load(model_dir: str) -> SavedModel:
         with open(path, encoding="utf-8") as f:
             label_names = f.read().splitlines()
     featurizer = Featurizer.load(model_dir) if os.path.exists(os.path.join(model_dir, "tfidf.json")) else None
-    return SavedModel(manifest, params, label_names, featurizer)
+    counts = None
+    if isinstance(params, dict) and LABEL_COUNTS in params:
+        params = dict(params)
+        counts = np.asarray(params.pop(LABEL_COUNTS))
+    return SavedModel(manifest, params, label_names, featurizer, counts)

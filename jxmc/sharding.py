@@ -18,7 +18,7 @@ defaults to ``Explicit`` axes in jax 0.10, under which ``lax.top_k`` or a row
 gather over a sharded axis raise instead.  The one place where the partitioner
 would do the wrong thing -- a top-k over labels, which it implements by
 all-gathering the whole ``n x L`` score matrix -- is written by hand under
-``shard_map`` in :mod:`jxmc.sharded_topk`.
+``shard_map`` in :mod:`jxmc.ops.topk`.
 
 Typical use (one host)::
 

@@ -53,7 +53,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jxmc import sharding as S  # noqa: E402
-from jxmc.sharded_topk import sharded_table_top_k, sharded_top_k  # noqa: E402
+from jxmc.ops.topk import sharded_table_top_k, sharded_top_k  # noqa: E402
 
 MESHES = ("data=2,model=4", "data=1,model=8", "data=4,model=2", "data=8,model=1")
 
@@ -109,10 +109,10 @@ def _cascade_setup(n: int = 32):
     import scipy.sparse as sp
 
     from jxmc.nn import cascade
-    from jxmc.nn.encoder import BertConfig, init_params
+    from jxmc.nn.encoder import BertConfig, BertEncoder, init_params
     from jxmc.nn.heads import init_table
-    from jxmc.train.data import level_positives
     from jxmc.tree.label_tree import LabelTree
+    from jxmc.tree.shortlist import level_positives
 
     bert = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=32, max_position_embeddings=8)
@@ -124,7 +124,7 @@ def _cascade_setup(n: int = 32):
     mask = np.ones_like(ids)
     mask[:, 6:] = rng.integers(0, 2, size=(n, 2))
     arrays = {"ids": ids, "mask": mask, "pos": level_positives(Y, tree, 4)}
-    spec = cascade.Spec(bert, tree.branching, ((0,), (0,), ()), beam=2, dropout=0.1)
+    spec = cascade.Spec(BertEncoder(bert), tree.branching, ((0,), (0,), ()), beam=2, dropout=0.1)
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     params = {"encoder": jax.tree_util.tree_map(np.asarray, init_params(bert, jax.random.PRNGKey(0))),
               "heads": {f"level_{t}": init_table(keys[t - 1], K, 16)
@@ -134,7 +134,7 @@ def _cascade_setup(n: int = 32):
 
 def step(out: str) -> None:
     from jxmc.nn import cascade
-    from jxmc.train.data import batches
+    from jxmc.train.batches import batches
     from jxmc.train.optim import make_optimizer
     from jxmc.train.step import init_state, make_train_step
 
@@ -283,7 +283,7 @@ def dist(out: str) -> None:
     res.update(_flat(state.params, "params/"))
     # XR-Linear: every process solves the rankers on its own devices (the same model),
     # then the sharded beam search spans both processes' devices
-    from jxmc.models import xr_linear
+    from jxmc.models.tree_linear import xr_linear
 
     X, Y = _xrl_data()
     cfg = xr_linear.Config(max_leaf_size=3, nr_splits=2, beam_size=3, predict_batch_size=16,
@@ -309,8 +309,10 @@ def xrl(out: str) -> None:
     """XR-Linear fit (MAN negatives: the training-set beam runs on the mesh too) and
     predict, on ``--mesh`` or on one device; records the devices the solver's
     chunks ran on and the compiled sharded beam's HLO."""
-    from jxmc.models import rankers, xr_linear, xr_linear_mesh
+    from jxmc.models.tree_linear import mesh as xr_linear_mesh
+    from jxmc.models.tree_linear import rankers, scoring, xr_linear
     from jxmc.ops import sparse_weights as sw
+    from jxmc.ops.sparse import add_bias
 
     X, Y = _xrl_data()
     # tiny chunks (one parent each): many chunks, several rounds over the devices
@@ -337,10 +339,10 @@ def xrl(out: str) -> None:
     res.update(perm=np.asarray(params["perm"]), ids=top.ids, scores=top.scores)
     info = {"chunk_devices": used, "branching": [int(b) for b in params["branching"]]}
     if mesh is not None:
-        tree = xr_linear._tree_of(params)
+        tree = scoring.tree_of(params)
         shapes, dev = xr_linear_mesh.sharded_levels(params, tree.depth, mesh)
         n = 8 * mesh.shape[S.DATA]
-        x = csr_to_ell_batch(sw.add_bias(X[120:120 + n], cfg.bias))
+        x = csr_to_ell_batch(add_bias(X[120:120 + n], cfg.bias))
         q = S.shard_batch(x, mesh)
         perm = S.put(np.asarray(tree.perm), S.replicated(mesh))
         hlo = xr_linear_mesh.beam_batch.lower(
@@ -356,7 +358,7 @@ def xrl(out: str) -> None:
         one_device = sum(np.asarray(a).nbytes for i in range(1, tree.depth + 1)
                          for a in jax.tree_util.tree_leaves(sw.scoring_layout(
                              {k_: params["levels"][f"level_{i}"][k_]
-                              for k_ in xr_linear.LEVEL_KEYS}, tree.branching[i - 1])[:2]))
+                              for k_ in scoring.LEVEL_KEYS}, tree.branching[i - 1])[:2]))
         info.update(n=n, data=mesh.shape[S.DATA], model=mesh.shape[S.MODEL],
                     one_device_layout_bytes=int(one_device),
                     mesh_devices=sorted(d.id for d in mesh.devices.flat),
@@ -374,7 +376,7 @@ def text(out: str) -> None:
     ``--mesh`` (tiny random encoder), then re-fitted from their finished checkpoints
     on the mesh (the restored state goes back into the mesh layout)."""
     from jxmc.checkpoint import TrainCheckpoints
-    from jxmc.models import cascadexml, lightxml, xr_transformer
+    from jxmc.models.transformer import cascadexml, lightxml, xr_transformer
     from jxmc.nn.testing import tiny_encoder_dir, toy_texts
 
     folder = tiny_encoder_dir(os.path.join(out, "enc"), words=32, layers=2, hidden=32,
@@ -422,7 +424,7 @@ def text(out: str) -> None:
 
 
 def csr_to_ell_batch(Xb, z: int = 16):
-    from jxmc.data.batches import csr_to_ell
+    from jxmc.ops.sparse import csr_to_ell
 
     x = csr_to_ell(Xb, z)
     return np.asarray(x.indices), np.asarray(x.values)

@@ -5,7 +5,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jxmc.data.batches import csr_to_ell, iterate_batches, labels_to_padded
+from jxmc.data.batches import iterate_batches
+from jxmc.ops.ids import csr_to_padded
+from jxmc.ops.sparse import csr_to_ell
 
 
 def _random_csr(rng, n, d, density):
@@ -34,7 +36,7 @@ def test_ell_truncation_keeps_largest_magnitudes():
 
 def test_labels_padded_with_minus_one():
     Y = sp.csr_matrix(np.array([[0, 1, 1], [0, 0, 0], [1, 0, 0]], np.float32))
-    np.testing.assert_array_equal(labels_to_padded(Y), [[1, 2], [-1, -1], [0, -1]])
+    np.testing.assert_array_equal(csr_to_padded(Y), [[1, 2], [-1, -1], [0, -1]])
 
 
 def test_batches_have_fixed_shapes_and_cover_every_row_once():

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from conftest import shared_dataset
 
-from jxmc import metrics as M
-from jxmc.cli import JSON_KEYS, main
+from jxmc import metrics
+from jxmc.cli import main
+from jxmc.commands import JSON_KEYS
 
 SMALL = "synthetic:n_train=800,n_test=200,n_labels=64,n_features=400,branching=4/4"
 
@@ -70,7 +71,7 @@ def test_synthetic_end_to_end(tmp_path):
     _, Ytr, _, Yte = generate(parse_spec(SMALL))
     truth = [[str(j) for j in row.indices] for row in Yte]
     counts = np.asarray(Ytr.sum(0)).ravel()
-    inv = M.inv_propensity(counts, Ytr.shape[0])
+    inv = metrics.inv_propensity(counts, Ytr.shape[0])
     inv_ps = {str(j): float(v) for j, v in enumerate(inv)}
     _check_evaluate_equals_predict_file(tmp_path, SMALL, model, truth, inv_ps)
     # a second train on the finished directory does not train again
@@ -83,7 +84,7 @@ def _xc_truth(folder):
     tr = read_xc(f"{folder}/train.txt.xz")
     te = read_xc(f"{folder}/test.txt.xz")
     counts = np.asarray((tr.Y != 0).sum(0)).ravel()
-    inv = M.inv_propensity(counts, tr.Y.shape[0])
+    inv = metrics.inv_propensity(counts, tr.Y.shape[0])
     return [[str(j) for j in row.indices] for row in te.Y], {str(j): float(v) for j, v in enumerate(inv)}
 
 
@@ -115,7 +116,7 @@ def test_debtags_train_predict_evaluate(tmp_path):
     for row in train:
         for n in row:
             counts[n] = counts.get(n, 0) + 1
-    inv = M.inv_propensity(np.array(list(counts.values())), len(train))
+    inv = metrics.inv_propensity(np.array(list(counts.values())), len(train))
     inv_ps = dict(zip(counts, inv.tolist(), strict=True))
     assert len(names) == 595
     shown = _check_evaluate_equals_predict_file(tmp_path, str(folder), model, test, inv_ps)
@@ -129,6 +130,40 @@ def test_debtags_train_predict_evaluate(tmp_path):
     rows = _read_predictions(out)
     assert len(rows) == 2 and all(len(row) == 3 for row in rows)
     assert all(name in names for row in rows for name, _ in row)
+
+
+@pytest.mark.slow
+def test_debtags_prediction_options_with_set(tmp_path):
+    """``predict`` / ``evaluate --set`` change the predict fields of a saved model (a
+    wider beam finds at least as many relevant labels) and refuse any other key."""
+    folder = str(shared_dataset("debtags"))
+    model = str(tmp_path / "m")
+    r = _run("train", "--data", folder, "--model-dir", model, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    default = json.loads(_run("evaluate", "--data", folder, "--model-dir", model, "--json").stdout)
+    r = _run("evaluate", "--data", folder, "--model-dir", model, "--json", "--set", "beam_size=50")
+    assert r.returncode == 0, r.stderr
+    wide = json.loads(r.stdout)
+    assert wide["P@5"] >= default["P@5"] and wide["R@10"] >= default["R@10"]
+    # debtags' default tree is shallow (beam 10 already keeps every top cluster): the option
+    # shows its effect with a narrower beam
+    r = _run("evaluate", "--data", folder, "--model-dir", model, "--json", "--set", "beam_size=2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["R@10"] < default["R@10"]
+    out = tmp_path / "wide.txt"
+    r = _run("predict", "--data", folder, "--model-dir", model, "--out", str(out),
+             "--set", "beam_size=50")
+    assert r.returncode == 0, r.stderr
+    with lzma.open(f"{folder}/test_labels.txt.xz", "rt", encoding="utf-8") as f:
+        n_test = len(f.read().splitlines())
+    rows = _read_predictions(out)
+    assert len(rows) == n_test and all(len(row) == 10 for row in rows)
+    for command in ("predict", "evaluate"):
+        extra = ["--out", str(tmp_path / "x.txt")] if command == "predict" else []
+        r = _run(command, "--data", folder, "--model-dir", model, *extra, "--set", "C=2")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "beam_size" in lines[0] and "allowed" in lines[0], lines
 
 
 # ------------------------------------------------------------------ bad input
@@ -196,3 +231,26 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert f"{folder}/train.txt:3:" in r.stderr
+
+
+@pytest.mark.parametrize("argv,what", [
+    (["--data", "synthetic:bogus=1"], "unknown option 'bogus=1'"),
+    (["--data", "synthetic:n_labels=10"], "n_labels=10"),
+    (["--data", "synthetic:n_train=many"], "cannot read n_train"),
+    (["--set", "solver=sgd"], "solver"),
+])
+def test_bad_options_are_one_line_exit_2(tmp_path, argv, what):
+    r = _run("train", "--model-dir", str(tmp_path / "m"), "--no-progress", *argv)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert what in lines[-1] and lines[-1].startswith("jxmc: error:"), lines
+
+
+def test_missing_optional_package_is_one_line_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['tokenizers'] = None; from jxmc.cli import main; "
+            f"sys.exit(main(['train', '--method', 'cascadexml', '--model-dir', {str(tmp_path / 'm')!r}, "
+            "'--data', 'synthetic:n_train=50,n_test=10,n_labels=16,n_features=50,branching=4']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "pip install 'jxmc[text]'" in r.stderr.strip().splitlines()[-1]

@@ -11,12 +11,12 @@ import pytest
 import scipy.sparse as sp
 from conftest import shared_dataset
 
-from jxmc import metrics as M
+from jxmc import metrics
 from jxmc.checkpoint import TrainCheckpoints
 from jxmc.data.synthetic import SyntheticConfig, generate
 from jxmc.errors import ConfigError
-from jxmc.models import cplst, leml, plst
-from jxmc.models import label_embedding as le
+from jxmc.models.embedding import core as le
+from jxmc.models.embedding import cplst, leml, plst
 from jxmc.ops import linalg
 
 TINY = SyntheticConfig(n_train=600, n_test=200, n_labels=40, n_features=300, branching=(4, 4))
@@ -144,7 +144,7 @@ def test_leml_objective_decreases_monotonically(data):
     direct = (np.square(Ytr.toarray() - X1 @ U @ V.T).sum()
               + 1.0 * (np.square(U).sum() + np.square(V).sum()))
     np.testing.assert_allclose(J, direct, rtol=1e-4)
-    np.testing.assert_allclose(float(leml.objective(le.prepare(Xtr, Ytr, cfg, "leml")[0],
+    np.testing.assert_allclose(float(leml.objective(le.setup_problem(Xtr, Ytr, cfg, "leml")[0],
                                                     jnp.asarray(U, jnp.float32),
                                                     jnp.asarray(V, jnp.float32), lam=1.0)),
                                direct, rtol=1e-4)
@@ -229,4 +229,4 @@ def test_cplst_on_bibtex_reaches_published_minus_one_point():
     cfg = cplst.Config()
     topk = cplst.predict(cplst.fit(ds.train.X, ds.train.Y, cfg, progress=False), ds.test.X, cfg,
                          k=5)
-    assert M.evaluate(topk.ids, ds.test.Y, ks=(1,))["P@1"] >= 0.6138
+    assert metrics.evaluate(topk.ids, ds.test.Y, ks=(1,))["P@1"] >= 0.6138

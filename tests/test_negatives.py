@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jxmc.nn import negatives as neg
+from jxmc.ops.ids import dedupe, hits
+from jxmc.tree import shortlist as neg
+from jxmc.tree.beam import children
 
 
 def _pos(rng, n=6, m=4, K=40):
@@ -22,9 +24,9 @@ def _rows_unique(a):
 
 
 def test_dedupe_and_children():
-    d = neg.dedupe(jnp.asarray([[3, -1, 3, 1], [-1, -1, -1, -1]], jnp.int32))
+    d = dedupe(jnp.asarray([[3, -1, 3, 1], [-1, -1, -1, -1]], jnp.int32))
     assert d.tolist() == [[1, 3, -1, -1], [-1, -1, -1, -1]]
-    c = neg.children(jnp.asarray([[2, -1]], jnp.int32), 3)
+    c = children(jnp.asarray([[2, -1]], jnp.int32), 3)
     assert c.tolist() == [[6, 7, 8, -1, -1, -1]]
 
 
@@ -32,7 +34,7 @@ def test_tfn_holds_positives():
     pos = _pos(np.random.default_rng(0))
     s = jax.jit(neg.tfn, static_argnums=1)(pos, 5)
     assert s.shape == (6, 20)
-    assert bool(jnp.all(neg.hits(pos, s) | (pos < 0)))  # every positive is in its shortlist
+    assert bool(jnp.all(hits(pos, s) | (pos < 0)))  # every positive is in its shortlist
     _rows_unique(s)
     # nothing else: every shortlisted node is a sibling of one of the point's positives
     for row, p in zip(np.asarray(s), np.asarray(pos), strict=True):
@@ -47,8 +49,8 @@ def test_man_holds_positives_and_beam():
     beam = jnp.asarray(rng.integers(0, 8, size=(6, 3)), jnp.int32)
     s = jax.jit(neg.man, static_argnums=1)(beam, 5, pos)
     assert s.shape == (6, (3 + 4) * 5)
-    assert bool(jnp.all(neg.hits(pos, s) | (pos < 0)))
-    assert bool(jnp.all(neg.hits(beam * 5 + 4, s)))
+    assert bool(jnp.all(hits(pos, s) | (pos < 0)))
+    assert bool(jnp.all(hits(beam * 5 + 4, s)))
     _rows_unique(s)
     for row, p, b in zip(np.asarray(s), np.asarray(pos), np.asarray(beam), strict=True):
         allowed = set((p[p >= 0] // 5).tolist()) | set(b.tolist())
@@ -62,7 +64,7 @@ def test_in_batch_and_uniform():
     for s in (jax.jit(neg.in_batch, static_argnums=2)(pos, key, 7),
               jax.jit(neg.uniform, static_argnums=(2, 3))(pos, key, 7, 40)):
         assert s.shape == (6, 11)
-        assert bool(jnp.all(neg.hits(pos, s) | (pos < 0)))
+        assert bool(jnp.all(hits(pos, s) | (pos < 0)))
         _rows_unique(s)
         assert int(s.max()) < 40
     ib = np.asarray(neg.in_batch(pos, key, 7))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jxmc.nn.heads import init_table, score_dense, score_shortlist
-from jxmc.nn.topk import approx_top_k, chunked_top_k, top_k
+from jxmc.ops.topk import approx_top_k, chunked_top_k, top_k
 
 
 def test_shortlist_equals_dense_at_ids():

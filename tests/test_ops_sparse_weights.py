@@ -3,14 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from jxmc.data.batches import csr_to_ell
 from jxmc.ops import sparse_weights as sw
+from jxmc.ops.sparse import add_bias, csr_to_ell
 
 
 def test_slots_entries_and_compressed_scoring_match_dense():
     rng = np.random.default_rng(0)
     X = sp.random(10, 30, density=0.2, random_state=rng, format="csr", dtype=np.float32)
-    Xb = sw.add_bias(X, 1.0)
+    Xb = add_bias(X, 1.0)
     inst = np.array([0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9], np.int32)
     parent = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2], np.int32)
     A = sw.parent_supports(Xb, inst, parent, 4)  # parent 3 has no pairs
@@ -33,7 +33,7 @@ def test_slots_entries_and_compressed_scoring_match_dense():
     dense = np.zeros((4, 31, B), np.float32)
     np.add.at(dense, (slot_parent, feats), Wt)
     assert len(level["values"]) == np.count_nonzero(Wt)
-    q = sw.add_bias(sp.random(4, 30, density=0.3, random_state=rng, format="csr",
+    q = add_bias(sp.random(4, 30, density=0.3, random_state=rng, format="csr",
                               dtype=np.float32), 1.0)
     e = csr_to_ell(q)
     parents = np.array([[0, 2], [1, -1], [2, 3], [0, 0]], np.int32)
@@ -50,7 +50,7 @@ def test_slots_entries_and_compressed_scoring_match_dense():
                 want[i, j] = qd[i] @ dense[parents[i, j]]
     np.testing.assert_allclose(got, want, atol=1e-5)
     for light_width in (0, 1, 2, B):  # all dense rows, mixed, all compressed
-        light, heavy, (ls, lw, hs) = sw.scoring_layout(level, B, light_width=light_width)
+        light, heavy, (ls, lw, hs) = sw.scoring_layout(level, B, packed_width=light_width)
         light, heavy = jax.tree.map(jnp.asarray, (light, heavy))
         assert (light is None) == (light_width == 0) and (heavy is None) == (light_width == B)
         out = np.zeros_like(want)

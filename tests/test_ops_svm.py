@@ -34,7 +34,7 @@ def test_matches_a_reference_solver_on_two_parents():
     mask[3, 1] = 0  # a masked pair is ignored
     slot_parent = np.array([0] * 5 + [1] * 3 + [1], np.int32)
     pair_parent = np.array([0] * 12 + [1] * 8 + [1], np.int32)
-    W = np.asarray(solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, C=1.0,
+    W = np.asarray(solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, cost=1.0,
                                        n_parents=2, newton_iters=6, cg_iters=8, block=64))
     assert np.all(W[-1] == 0)
     for c in range(2):

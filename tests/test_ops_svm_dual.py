@@ -51,7 +51,7 @@ def test_matches_a_reference_solver(lanes):
     np.add.at(dense, (pair, slot), val)
     np.testing.assert_allclose(rows[:, :-1], dense[:, :-1])
     walks = svm_dual.epoch_walks(chunk.length, 200, seed=0)
-    W, epochs = svm_dual.solve_dual_cd(chunk, walks, 200, C=1.0, eps=1e-4, n_slots=S)
+    W, epochs = svm_dual.solve_dual_cd(chunk, walks, 200, cost=1.0, eps=1e-4, n_slots=S)
     W = np.asarray(W)
     assert np.all(W[-1] == 0) and 1 <= int(epochs) < 200
     for Xp, Yp, srows, prow in blocks:
@@ -68,8 +68,8 @@ def test_padding_to_common_shapes_changes_nothing():
     big = svm_dual.pad_chunk(chunk, n_slots=S + 7, rows=y.shape[0] + 5,
                              pieces=chunk.idx.shape[0] + 3, steps=chunk.sched.shape[0] + 4)
     walks = svm_dual.epoch_walks(chunk.length, 30, seed=3)
-    a, ea = svm_dual.solve_dual_cd(chunk, walks, 30, C=1.0, eps=0.0, n_slots=S)
-    b, eb = svm_dual.solve_dual_cd(big, walks, 30, C=1.0, eps=0.0, n_slots=S + 7)
+    a, ea = svm_dual.solve_dual_cd(chunk, walks, 30, cost=1.0, eps=0.0, n_slots=S)
+    b, eb = svm_dual.solve_dual_cd(big, walks, 30, cost=1.0, eps=0.0, n_slots=S + 7)
     assert int(ea) == int(eb) == 30
     np.testing.assert_allclose(np.asarray(b)[: S - 1], np.asarray(a)[: S - 1], atol=1e-5)
     assert np.all(np.asarray(b)[S - 1:] == 0)

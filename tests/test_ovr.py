@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jxmc import metrics as M
+from jxmc import metrics
 from jxmc.checkpoint import TrainCheckpoints
 from jxmc.data.synthetic import SyntheticConfig, generate
 from jxmc.errors import ConfigError
@@ -29,7 +29,7 @@ def test_learns_far_above_chance(data, trained):
     topk = ovr.predict(trained, Xte, FAST, k=5)
     assert topk.ids.shape == (300, 5) and topk.ids.dtype == np.int32
     assert (np.diff(topk.scores, axis=1) <= 1e-6).all()  # best first
-    p1 = M.evaluate(topk.ids, Yte, ks=(1,))["P@1"]
+    p1 = metrics.evaluate(topk.ids, Yte, ks=(1,))["P@1"]
     # chance is about the head label's frequency; the planted signal gives far more
     head = np.asarray(Yte.sum(0)).max() / Yte.shape[0]
     assert p1 > max(0.4, 2 * head)

@@ -9,8 +9,9 @@ from toy_data import planted
 
 from jxmc.checkpoint import TrainCheckpoints
 from jxmc.cli import main
-from jxmc.models import bonsai, get_method, parabel
-from jxmc.models import xr_linear as xr
+from jxmc.models import get_method
+from jxmc.models.tree_linear import bonsai, parabel, scoring
+from jxmc.models.tree_linear import xr_linear as xr
 from jxmc.tree.label_tree import check_tree, has_copies, label_copies
 
 _data = planted
@@ -51,7 +52,7 @@ def test_bonsai_wide_tree_and_one_tree_is_xr_linear():
     params = bonsai.fit(X[:240], Y[:240], cfg, seed=0, progress=False)
     p = params["trees"]["tree_0"]
     assert tuple(int(b) for b in p["branching"]) == (4, 4, 2)
-    assert "disentangled" not in p and not has_copies(xr._tree_of(p))  # lambda = 1: first tree kept
+    assert "disentangled" not in p and not has_copies(scoring.tree_of(p))  # lambda = 1: first tree kept
     top = bonsai.predict(params, X[240:], cfg, k=3)
     same = xr.predict(p, X[240:], cfg, k=3)
     np.testing.assert_array_equal(top.ids, same.ids)
@@ -65,7 +66,7 @@ def test_disentangled_xr_linear_copies_predicts_distinct_and_resumes(tmp_path):
                     clusters_per_label=2)
     ck = TrainCheckpoints(tmp_path / "ck")
     params = xr.fit(X[:240], Y[:240], cfg, seed=0, ckpt=ck, progress=False)
-    tree = xr._tree_of(params)
+    tree = scoring.tree_of(params)
     check_tree(tree, 24, max_copies=2)
     indptr, _ = label_copies(tree, 24)
     assert (np.diff(indptr) == 2).all() and int(params["disentangled"]) == 2

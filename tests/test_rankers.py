@@ -1,4 +1,4 @@
-"""jxmc.models.rankers: both solvers give the same per-level rankers."""
+"""jxmc.models.tree_linear.rankers: both solvers give the same per-level rankers."""
 
 import os
 import subprocess
@@ -10,8 +10,8 @@ import pytest
 from toy_data import planted
 
 from jxmc.embed import pifa
-from jxmc.models import rankers
-from jxmc.ops import sparse_weights as sw
+from jxmc.models.tree_linear import rankers
+from jxmc.ops.sparse import add_bias
 from jxmc.tree.kmeans import build_tree
 
 
@@ -30,7 +30,7 @@ def _dense(level, n_parents, B, d):
 def make_problem():
     X, Y = planted(160, 30, 12, 0, density=0.3, noise=0.1, noise_density=0.2)
     tree = build_tree(pifa(Y, X), max_leaf_size=3, nr_splits=2, seed=0)
-    return sw.add_bias(X, 1.0), Y, tree
+    return add_bias(X, 1.0), Y, tree
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ import sys, numpy as np
 sys.path.insert(0, {tests!r})
 import jax
 from test_rankers import make_problem
-from jxmc.models import rankers
+from jxmc.models.tree_linear import rankers
 assert len(jax.local_devices()) == 2
 Xb, Y, tree = make_problem()
 lv = rankers.train_level(Xb, Y, tree, 2, rankers.Options(lanes=2, chunk_weights=64))

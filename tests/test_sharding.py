@@ -1,4 +1,4 @@
-"""jxmc.sharding and jxmc.sharded_topk: mesh parsing, layouts, the two-stage
+"""jxmc.sharding and jxmc.ops.topk: mesh parsing, layouts, the two-stage
 sharded top-k (equal to ``lax.top_k``; no collective larger than ``n x k x M``)
 and the sharded transformer train step (equal to the single-device one).
 
@@ -82,7 +82,7 @@ def test_initialize_from_env():
 
 
 def test_one_device_top_k_and_step_helpers():
-    from jxmc.sharded_topk import sharded_table_top_k, sharded_top_k
+    from jxmc.ops.topk import sharded_table_top_k, sharded_top_k
 
     mesh = S.mesh_from_string("data=1,model=1", jax.devices()[:1])
     s = np.random.default_rng(0).standard_normal((3, 11)).astype(np.float32)

@@ -12,6 +12,8 @@ import pytest
 
 from jxmc import commands
 from jxmc.errors import ConfigError
+from jxmc.models import get_method
+from jxmc.models.base import usable_mesh
 
 
 def _run(*argv, devices: int | None = None):
@@ -23,20 +25,15 @@ def _run(*argv, devices: int | None = None):
                           env=env, timeout=120)
 
 
-def test_mesh_goes_only_to_functions_that_take_it():
+def test_mesh_goes_only_to_methods_that_support_it():
     one, eight = SimpleNamespace(size=1), SimpleNamespace(size=8)
-
-    def with_mesh(X, *, mesh=None):
-        return mesh
-
-    def without(X):
-        return None
-
-    assert commands._mesh_kwargs(with_mesh, eight, "m") == {"mesh": eight}
-    assert commands._mesh_kwargs(without, one, "m") == {}
-    assert commands._mesh_kwargs(without, None, "m") == {}
+    with_mesh, without = get_method("xr-linear"), get_method("ovr")
+    assert with_mesh.supports_mesh and not without.supports_mesh
+    assert usable_mesh(with_mesh, eight, "training") is eight
+    assert usable_mesh(without, one, "training") is None
+    assert usable_mesh(without, None, "training") is None
     with pytest.raises(ConfigError, match="asks for 8 devices"):
-        commands._mesh_kwargs(without, eight, "--method ovr training")
+        usable_mesh(without, eight, "training")
     mesh = commands._mesh(SimpleNamespace(mesh="data=1,model=1"))
     assert dict(mesh.shape) == {"data": 1, "model": 1}
     assert commands._mesh(SimpleNamespace(mesh=None)) is None

@@ -1,8 +1,8 @@
-"""XR-Linear on a device mesh (:mod:`jxmc.models.xr_linear_mesh`): the rankers'
+"""XR-Linear on a device mesh (:mod:`jxmc.models.tree_linear.mesh`): the rankers'
 chunks solved on the mesh's devices give a bit-identical model, and the beam
 search with every level's rankers split on ``model`` and the queries on ``data``
 gives the single-device predictions, with no collective larger than the beam's
-``n / D x b x B`` child scores."""
+``n / n_data x b x B`` child scores."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_sharding import collectives, run_worker
 
-from jxmc.models import xr_linear_mesh as XM
+from jxmc.models.tree_linear import mesh as XM
 from jxmc.ops import sparse_weights as sw
 
 
@@ -133,7 +133,7 @@ def test_mesh_beam_moves_only_beam_scores_and_splits_the_model(runs):
     info = json.loads((runs / "mesh" / "xrl.json").read_text())
     found = collectives((runs / "mesh" / "beam.hlo.txt").read_text())
     n_local = info["n"] // info["data"]
-    bound = n_local * 3 * max(info["branching"])  # n / D x beam x B
+    bound = n_local * 3 * max(info["branching"])  # n / n_data x beam x B
     assert found and {op for op, _ in found} == {"all-reduce"}, found
     assert all(size <= bound for _, size in found), (found, bound)
     n_labels = int(np.prod(info["branching"]))
@@ -146,7 +146,7 @@ def test_mesh_beam_moves_only_beam_scores_and_splits_the_model(runs):
 
 def test_one_device_mesh_in_process():
     from jxmc import sharding as S
-    from jxmc.models import xr_linear
+    from jxmc.models.tree_linear import xr_linear
 
     X, Y = _small()
     cfg = xr_linear.Config(max_leaf_size=3, nr_splits=2, beam_size=3, max_epochs=3)

@@ -13,12 +13,13 @@ import pytest
 import scipy.sparse as sp
 from conftest import shared_dataset
 
+from jxmc.data import catalog, tfds_build, tfds_spec, xc
 from jxmc.data import tfds as jt
-from jxmc.data import xc
-from jxmc.data.batches import csr_to_ell, labels_to_padded, max_row_nnz
 from jxmc.data.dataset import load_dataset
 from jxmc.data.text import write_text_labels, write_texts
 from jxmc.errors import ConfigError, DataError
+from jxmc.ops.ids import csr_to_padded
+from jxmc.ops.sparse import csr_to_ell, max_row_nnz
 
 
 def assert_same_csr(a: sp.csr_matrix, b: sp.csr_matrix) -> None:
@@ -60,7 +61,8 @@ BUILD_WITHOUT_TF = textwrap.dedent("""
     sys.meta_path[:] = [HideTensorFlow(f) for f in sys.meta_path]
     assert importlib.util.find_spec("tensorflow") is None
     from jxmc.data import tfds as jt
-    spec = jt.build("bibtex", source_dir=sys.argv[1], data_dir=sys.argv[2])
+    from jxmc.data.tfds_build import build
+    spec = build("bibtex", source_dir=sys.argv[1], data_dir=sys.argv[2])
     ds = jt.load_tfds(spec)
     import tensorflow_datasets as tfds
     plain = tfds.data_source("xc_repository/bibtex", data_dir=sys.argv[2])
@@ -108,7 +110,7 @@ def test_bibtex_through_tfds_without_tensorflow(tmp_path):
     assert meta["n_features"] == 1836 and meta["n_labels"] == 159
     assert z == max(max_row_nnz(raw_te.X), max_row_nnz(raw_tr.X))
     assert m == max(max_row_nnz(raw_te.Y), max_row_nnz(raw_tr.Y))
-    ell, lab = csr_to_ell(raw_te.X, z), labels_to_padded(raw_te.Y, m)
+    ell, lab = csr_to_ell(raw_te.X, z), csr_to_padded(raw_te.Y, m)
     for i in (0, 1, 1000, len(src) - 1):
         rec = src[i]
         assert rec["indices"].dtype == np.int32 and rec["indices"].shape == (z,)
@@ -128,7 +130,7 @@ def test_bibtex_through_tfds_without_tensorflow(tmp_path):
     ref_ell = csr_to_ell(ref.test.X.sorted_indices(), z)  # records are sorted by feature id
     np.testing.assert_array_equal(ind, ref_ell.indices)
     np.testing.assert_allclose(val, ref_ell.values, rtol=1e-6, atol=0)
-    np.testing.assert_array_equal(lab, labels_to_padded(ref.test.Y, m))
+    np.testing.assert_array_equal(lab, csr_to_padded(ref.test.Y, m))
     shuffled = next(jt.iterate_tfds_batches(spec, "test", batch_size=8,
                                             rng=np.random.default_rng(0)))
     order = np.random.default_rng(0).permutation(2515)[:8]
@@ -165,7 +167,7 @@ def test_every_xc_layout_reads_back_as_the_xc_reader_reads(tmp_path):
                       Y[te])
     data_dir = tmp_path / "tfds"
     for name in ("single", "prefix", "split"):
-        spec = jt.build(f"my-{name}", source_dir=tmp_path / name, data_dir=data_dir)
+        spec = tfds_build.build(f"my-{name}", source_dir=tmp_path / name, data_dir=data_dir)
         assert spec == f"tfds:xc_repository/my_{name}@{data_dir}"
         got = jt.load_tfds(f"tfds:my_{name}@{data_dir}", normalise=False)
         assert_same_csr(got.train.X, X[tr])
@@ -189,7 +191,7 @@ def test_small_set_layout_with_split_files(tmp_path):
         "".join(" ".join(str(p[i] + 1) for p in perms) + "\n" for i in range(18, 30)))
     data_dir = tmp_path / "tfds"
     for k in (0, 2):
-        spec = jt.build("toy", source_dir=folder, data_dir=data_dir, split_index=k)
+        spec = tfds_build.build("toy", source_dir=folder, data_dir=data_dir, split_index=k)
         assert spec.endswith(f"/toy{'_split2' if k else ''}@{data_dir}")
         got = jt.load_tfds(spec, normalise=False)
         assert_same_csr(got.train.X, X[perms[k][:18]])
@@ -198,7 +200,7 @@ def test_small_set_layout_with_split_files(tmp_path):
         assert_same_csr(got.test.Y, Y[perms[k][18:]])
         assert jt.describe(spec)["metadata"]["source_layout"] == "xc-data+splits"
     with pytest.raises(DataError, match="split_index 3 but the line has 3 columns"):
-        jt.build("toy", source_dir=folder, data_dir=data_dir, split_index=3)
+        tfds_build.build("toy", source_dir=folder, data_dir=data_dir, split_index=3)
 
 
 def test_max_nnz_caps_rows_keeping_the_largest_values(tmp_path):
@@ -206,7 +208,7 @@ def test_max_nnz_caps_rows_keeping_the_largest_values(tmp_path):
     (tmp_path / "src").mkdir()
     xc.write_xc(tmp_path / "src/train.txt", X[:20], Y[:20])
     xc.write_xc(tmp_path / "src/test.txt", X[20:], Y[20:])
-    spec = jt.build("capped", source_dir=tmp_path / "src", data_dir=tmp_path / "d", max_nnz=2)
+    spec = tfds_build.build("capped", source_dir=tmp_path / "src", data_dir=tmp_path / "d", max_nnz=2)
     assert "/capped_z2@" in spec
     meta = jt.describe(spec)["metadata"]
     assert meta["max_nnz"] == 2 and meta["truncated_rows"] == int((np.diff(X.indptr) > 2).sum())
@@ -228,16 +230,17 @@ ISSUE_SETS = ("EURLex-4K", "Wiki10-31K", "AmazonCat-13K", "Wiki-500K", "Amazon-6
 def test_every_xc_set_has_a_config_whose_documented_files_are_recognised(tmp_path):
     """Each set gets a predefined config, and a folder holding small files under the names
     its download uses (``XC_DATASETS[...].files``) reads back as the XC reader reads them."""
-    from jxmc.data.tfds_builders import XcRepository, read_xc_source
+    from jxmc.data.sources import read_xc_source
+    from jxmc.data.tfds_builders import XcRepository
 
-    keys = [jt.config_name(name) for name in ISSUE_SETS]
-    assert sorted(keys) == sorted(jt.XC_DATASETS)
+    keys = [catalog.config_name(name) for name in ISSUE_SETS]
+    assert sorted(keys) == sorted(catalog.XC_DATASETS)
     assert sorted(c.name for c in XcRepository.BUILDER_CONFIGS) == sorted(keys)
     X, Y = _small_xc(seed=6)
     for key in keys:
-        info = jt.XC_DATASETS[key]
+        info = catalog.XC_DATASETS[key]
         files = [f.strip() for f in info.files.split(",")]
-        assert all(f in jt.download_hint(key) for f in files) and info.title in jt.download_hint(key)
+        assert all(f in catalog.download_hint(key) for f in files) and info.title in catalog.download_hint(key)
         folder = tmp_path / key
         folder.mkdir()
         if len(files) == 3:  # NAME_data.txt + NAME_trSplit.txt + NAME_tstSplit.txt
@@ -252,14 +255,14 @@ def test_every_xc_set_has_a_config_whose_documented_files_are_recognised(tmp_pat
         assert_same_csr(src.train.X, X[:20])
         assert_same_csr(src.test.Y, Y[20:])
     with pytest.raises(DataError, match="source folder not found; .*amazon-3M_train.txt"):
-        jt.build("Amazon-3M", source_dir=tmp_path / "missing", data_dir=tmp_path / "d")
+        tfds_build.build("Amazon-3M", source_dir=tmp_path / "missing", data_dir=tmp_path / "d")
 
 
 def test_sources_command_lists_every_set(capsys):
     assert jt.main(["sources"]) == 0
     out = capsys.readouterr().out
-    assert jt.XC_URL in out and jt.TEXT_URL in out
-    for info in jt.XC_DATASETS.values():
+    assert catalog.XC_URL in out and catalog.TEXT_URL in out
+    for info in catalog.XC_DATASETS.values():
         assert f" {info.title} " in out and info.files in out
 
 
@@ -269,7 +272,7 @@ def test_published_sizes_are_checked_for_known_sets(tmp_path):
     xc.write_xc(tmp_path / "src/eurlex_train.txt", X[:20], Y[:20])
     xc.write_xc(tmp_path / "src/eurlex_test.txt", X[20:], Y[20:])
     with pytest.warns(UserWarning, match="EURLex-4K"):
-        spec = jt.build("EURLex-4K", source_dir=tmp_path / "src", data_dir=tmp_path / "d")
+        spec = tfds_build.build("EURLex-4K", source_dir=tmp_path / "src", data_dir=tmp_path / "d")
     assert spec == f"tfds:xc_repository/eurlex_4k@{tmp_path / 'd'}"
     assert jt.load_tfds(f"tfds:eurlex-4k@{tmp_path / 'd'}").name == "eurlex_4k"
 
@@ -290,7 +293,7 @@ def test_raw_text_folder_reads_back_as_load_dataset_reads_it(tmp_path):
     write_text_labels(src / "train_labels.txt.gz", labels[:30])
     write_texts(src / "test_texts.txt.xz", docs[30:])
     write_text_labels(src / "test_labels.txt", labels[30:])
-    spec = jt.build("Tiny Text", kind="text", source_dir=src, data_dir=tmp_path / "d")
+    spec = tfds_build.build("Tiny Text", kind="text", source_dir=src, data_dir=tmp_path / "d")
     assert spec == f"tfds:xmc_text/tiny_text@{tmp_path / 'd'}"
     got, ref = jt.load_tfds(spec), load_dataset(str(src))
     assert_same_dataset(got, ref)
@@ -306,20 +309,20 @@ def test_raw_text_folder_reads_back_as_load_dataset_reads_it(tmp_path):
 
 def test_specs_and_names(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    assert jt.parse_spec("tfds:bibtex") == jt.TfdsSpec(None, "bibtex", None, str(tmp_path))
-    assert jt.parse_spec("tfds:xmc_text/My-Set:1.0.0@/x/y") == jt.TfdsSpec(
+    assert tfds_spec.parse_spec("tfds:bibtex") == tfds_spec.TfdsSpec(None, "bibtex", None, str(tmp_path))
+    assert tfds_spec.parse_spec("tfds:xmc_text/My-Set:1.0.0@/x/y") == tfds_spec.TfdsSpec(
         "xmc_text", "my_set", "1.0.0", "/x/y")
-    assert jt.config_name("WikipediaLarge-500K") == "wiki_500k"
-    assert jt.config_name("Amazon-670K") == "amazon_670k"
+    assert catalog.config_name("WikipediaLarge-500K") == "wiki_500k"
+    assert catalog.config_name("Amazon-670K") == "amazon_670k"
     for bad in ("bibtex", "tfds:", "tfds:nope/bibtex", "tfds:bibtex:1.0", "tfds:bad$name"):
         with pytest.raises(ConfigError):
-            jt.parse_spec(bad)
+            tfds_spec.parse_spec(bad)
     with pytest.raises(DataError, match="python -m jxmc.data.tfds build bibtex"):
         jt.load_tfds("tfds:bibtex")
     with pytest.raises(DataError, match="no XC data set layout recognised"):
-        jt.build("bibtex", source_dir=tmp_path, data_dir=tmp_path / "d")
+        tfds_build.build("bibtex", source_dir=tmp_path, data_dir=tmp_path / "d")
     with pytest.raises(ConfigError, match="kind"):
-        jt.build("x", source_dir=tmp_path, kind="csv")
+        tfds_build.build("x", source_dir=tmp_path, kind="csv")
 
 
 def test_the_same_name_under_both_builders_must_be_qualified(tmp_path):
@@ -333,8 +336,8 @@ def test_the_same_name_under_both_builders_must_be_qualified(tmp_path):
     write_texts(tmp_path / "text/test_texts.txt", ["a c"])
     write_text_labels(tmp_path / "text/test_labels.txt", [["x"]])
     d = tmp_path / "d"
-    jt.build("same", source_dir=tmp_path / "xc", data_dir=d)
-    jt.build("same", kind="text", source_dir=tmp_path / "text", data_dir=d)
+    tfds_build.build("same", source_dir=tmp_path / "xc", data_dir=d)
+    tfds_build.build("same", kind="text", source_dir=tmp_path / "text", data_dir=d)
     with pytest.raises(DataError, match="tfds:BUILDER/NAME"):
         jt.load_tfds(f"tfds:same@{d}")
     assert jt.load_tfds(f"tfds:xc_repository/same@{d}").layout == "xc"
@@ -367,7 +370,7 @@ def test_jxmc_train_reads_a_prepared_tfds_dataset(tmp_path, capsys):
     src.mkdir()
     xc.write_xc(src / "train.txt", Xtr, Ytr)
     xc.write_xc(src / "test.txt", Xte, Yte)
-    spec = jt.build("synth", source_dir=src, data_dir=tmp_path / "d")
+    spec = tfds_build.build("synth", source_dir=src, data_dir=tmp_path / "d")
     capsys.readouterr()
     tables = []
     for data in (spec, str(src)):

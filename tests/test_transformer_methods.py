@@ -11,7 +11,7 @@ import pytest
 
 from jxmc.checkpoint import TrainCheckpoints
 from jxmc.errors import ConfigError
-from jxmc.models import cascadexml, lightxml, xr_transformer
+from jxmc.models.transformer import cascadexml, lightxml, xr_transformer
 from jxmc.nn.testing import tiny_encoder_dir, toy_texts
 
 SMALL = dict(pretrained=False, epochs=1, max_len=12, batch_size=16, max_leaf_size=4,

@@ -4,7 +4,7 @@ import numpy as np
 from toy_data import planted
 
 from jxmc.checkpoint import TrainCheckpoints, load_params, save_params
-from jxmc.models import xr_linear as xr
+from jxmc.models.tree_linear import xr_linear as xr
 
 _data = planted
 

@@ -14,9 +14,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from jxmc.data import synthetic, text, xc
-from jxmc.data.dataset import _need, _normalise_rows, detect_layout
+from jxmc.data.sources import detect_layout, need_file
 from jxmc.errors import DataError
 from jxmc.fileio import read_lines
+from jxmc.ops.sparse import normalise_rows
 
 
 def _check_width(path: str, X: sp.csr_matrix, n_features: int) -> None:
@@ -50,21 +51,21 @@ def read_test_split(spec: str | None, model):
     if layout == "text":
         if model.featurizer is None or model.label_names is None:
             raise DataError(folder, None, "raw-text data, but the model was trained on sparse features")
-        texts, labels = text.read_text_split(_need(folder, "test_texts.txt"), _need(folder, "test_labels.txt"))
+        texts, labels = text.read_text_split(need_file(folder, "test_texts.txt"), need_file(folder, "test_labels.txt"))
         Y, extra = text.encode_labels(labels, model.label_names, extend_unseen=True)
         return model.featurizer.transform(texts), Y, list(model.label_names) + list(extra), texts
     if model.featurizer is not None:
         raise DataError(folder, None, "sparse-feature data, but the model was trained on raw text")
     if layout == "xc":
-        path = _need(folder, "test.txt")
+        path = need_file(folder, "test.txt")
         te = xc.read_xc(path)
     else:
-        path = _need(folder, "tst_X_Xf.txt")
-        te = xc.read_xc_split(path, _need(folder, "tst_X_Y.txt"))
+        path = need_file(folder, "tst_X_Xf.txt")
+        te = xc.read_xc_split(path, need_file(folder, "tst_X_Y.txt"))
     _check_width(path, te.X, n_features)
     if te.Y.shape[1] != n_labels:
         raise DataError(path, 1, f"{te.Y.shape[1]} labels, but the model was trained on {n_labels}")
-    X = _normalise_rows(te.X) if data.get("normalise", True) else te.X
+    X = normalise_rows(te.X) if data.get("normalise", True) else te.X
     return X, sp.csr_matrix((te.Y != 0).astype(np.float32)), None, None
 
 
@@ -92,4 +93,4 @@ def read_predict_inputs(path: str, model) -> tuple[sp.csr_matrix, list[str] | No
     else:
         X = xc.read_xc(path, n_labels=None).X
     _check_width(path, X, model.manifest["data"]["n_features"])
-    return (_normalise_rows(X) if model.manifest["data"].get("normalise", True) else X), None
+    return (normalise_rows(X) if model.manifest["data"].get("normalise", True) else X), None

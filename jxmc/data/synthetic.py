@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from jxmc.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class SyntheticConfig:
@@ -49,7 +51,7 @@ def parse_spec(spec: str) -> SyntheticConfig:
     """``"synthetic"`` or ``"synthetic:n_labels=100000,n_train=50000"`` to a config.
 
     Raises:
-      ValueError: an unknown key or a value of the wrong type.
+      ConfigError: an unknown key or a value of the wrong type.
     """
     _, _, rest = spec.partition(":")
     config = SyntheticConfig()
@@ -61,7 +63,7 @@ def parse_spec(spec: str) -> SyntheticConfig:
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq or key not in fields:
-            raise ValueError(f"synthetic data: unknown option {item!r}; known: {', '.join(fields)}")
+            raise ConfigError(f"--data synthetic: unknown option {item!r}; known: {', '.join(fields)}")
         default = getattr(config, key)
         try:
             if isinstance(default, tuple):
@@ -70,7 +72,7 @@ def parse_spec(spec: str) -> SyntheticConfig:
             else:
                 value = type(default)(raw)
         except ValueError:
-            raise ValueError(f"synthetic data: cannot read {key}={raw!r}") from None
+            raise ConfigError(f"--data synthetic: cannot read {key}={raw!r}") from None
         updates[key] = value
     return dataclasses.replace(config, **updates)
 
@@ -89,14 +91,15 @@ def generate(config: SyntheticConfig = SyntheticConfig()):
       ``Y``: ``csr_matrix`` f32[n, L] (every point has at least one label).
 
     Raises:
-      ValueError: inconsistent sizes (e.g. fewer labels than leaf clusters).
+      ConfigError: inconsistent sizes (e.g. fewer labels than leaf clusters).
     """
     c = config
     n_leaf = int(np.prod(c.branching))
     if c.n_labels < n_leaf:
-        raise ValueError(f"n_labels={c.n_labels} < number of leaf clusters {n_leaf}")
+        raise ConfigError(f"--data synthetic: n_labels={c.n_labels} is below the {n_leaf} leaf "
+                          f"clusters of branching={'/'.join(map(str, c.branching))}")
     if c.labels_per_point < 1:
-        raise ValueError("labels_per_point must be >= 1")
+        raise ConfigError("--data synthetic: labels_per_point must be >= 1")
     rng = np.random.default_rng(c.seed)
     L, d, w = c.n_labels, c.n_features, c.words_per_label
     # planted tree: leaf cluster of each label, contiguous after sorting

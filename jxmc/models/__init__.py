@@ -12,17 +12,19 @@ import importlib
 from jxmc.errors import ConfigError
 from jxmc.models.base import Method
 
+DEFAULT_METHOD = "xr-linear"  # jxmc train without --method
+
 METHODS: dict[str, str] = {
     "ovr": "jxmc.models.ovr",
-    "xr-linear": "jxmc.models.xr_linear",
-    "plst": "jxmc.models.plst",
-    "cplst": "jxmc.models.cplst",
-    "leml": "jxmc.models.leml",
-    "parabel": "jxmc.models.parabel",
-    "bonsai": "jxmc.models.bonsai",
-    "cascadexml": "jxmc.models.cascadexml",
-    "xr-transformer": "jxmc.models.xr_transformer",
-    "lightxml": "jxmc.models.lightxml",
+    "xr-linear": "jxmc.models.tree_linear.xr_linear",
+    "plst": "jxmc.models.embedding.plst",
+    "cplst": "jxmc.models.embedding.cplst",
+    "leml": "jxmc.models.embedding.leml",
+    "parabel": "jxmc.models.tree_linear.parabel",
+    "bonsai": "jxmc.models.tree_linear.bonsai",
+    "cascadexml": "jxmc.models.transformer.cascadexml",
+    "xr-transformer": "jxmc.models.transformer.xr_transformer",
+    "lightxml": "jxmc.models.transformer.lightxml",
 }
 
 

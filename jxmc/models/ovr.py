@@ -33,10 +33,10 @@ import optax
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from jxmc.data.batches import labels_to_padded, max_row_nnz
 from jxmc.errors import ConfigError
-from jxmc.models.base import Method
-from jxmc.ops.sparse import coo_matmul
+from jxmc.models import base
+from jxmc.ops.ids import csr_to_padded, pad_topk, pow2
+from jxmc.ops.sparse import coo_matmul, max_row_nnz
 from jxmc.types import TopK
 
 
@@ -48,7 +48,7 @@ class Config:
     loss: str = "squared_hinge"  # "squared_hinge" (as liblinear) or "bce" (binary cross-entropy)
     weight_decay: float = 0.0  # decoupled L2 (AdamW)
     memory_budget_gb: float = 6.0  # refuse when weights + optimizer state exceed this (GiB)
-    predict_batch_size: int = 512  # points per prediction step
+    predict_batch_size: int = 512  # points per prediction step (may change at prediction)
 
 
 def memory_bytes(n_features: int, n_labels: int) -> int:
@@ -80,10 +80,6 @@ def _loss(params, coo, labels, valid, *, loss: str, n_labels: int):
     return per.sum() / jnp.maximum(valid.sum(), 1)
 
 
-def _pow2(x: int, least: int = 8) -> int:
-    return 1 << max(int(x - 1).bit_length(), least.bit_length() - 1)
-
-
 def _coo_batch(Xb: sp.csr_matrix, n_features: int, *, local: bool):
     """A batch's non-zeros as padded COO ``(rows, cols, values)``, each ``[N]``.
 
@@ -94,7 +90,7 @@ def _coo_batch(Xb: sp.csr_matrix, n_features: int, *, local: bool):
     returned too.
     """
     nnz = Xb.nnz
-    N = _pow2(max(nnz, 1))
+    N = pow2(max(nnz, 1), least=8)
     rows = np.zeros(N, np.int32)
     cols = np.zeros(N, np.int32)
     values = np.zeros(N, np.float32)
@@ -105,7 +101,7 @@ def _coo_batch(Xb: sp.csr_matrix, n_features: int, *, local: bool):
         return (rows, cols, values), None
     uniq, inverse = np.unique(Xb.indices, return_inverse=True)
     cols[:nnz] = inverse
-    padded = np.full(_pow2(max(len(uniq), 1)), n_features, np.int32)
+    padded = np.full(pow2(max(len(uniq), 1), least=8), n_features, np.int32)
     padded[: len(uniq)] = uniq
     return (rows, cols, values), padded
 
@@ -141,8 +137,8 @@ def _optimizer(config: Config, total_steps: int) -> optax.GradientTransformation
     return optax.adamw(schedule, weight_decay=config.weight_decay)
 
 
-def fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, seed: int = 0,
-        ckpt=None, progress: bool = True) -> dict:
+def _fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config, *, seed: int, ckpt,
+         progress: bool) -> dict:
     """Trains the one-vs-rest classifier.
 
     Args:
@@ -193,7 +189,7 @@ def fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, seed: 
             idx = order[begin:begin + config.batch_size]
             coo, uniq = _coo_batch(_pad_rows(X[idx], config.batch_size), d, local=True)
             labels = np.full((config.batch_size, m), -1, np.int32)
-            labels[: len(idx)] = labels_to_padded(Y[idx], m)
+            labels[: len(idx)] = csr_to_padded(Y[idx], m)
             valid = np.arange(config.batch_size) < len(idx)
             params, opt_state, loss = step(params, opt_state, coo, uniq, labels, valid)
             if i % 10 == 0:
@@ -221,23 +217,38 @@ def _topk(w, b, coo, *, k: int, n: int):
     return i.astype(jnp.int32), s
 
 
-def predict(params: dict, X: sp.csr_matrix, config: Config = Config(), *, k: int = 10) -> TopK:
-    """Top-``k`` labels of each row of ``X``.
+def _prepare(params: dict, config: Config, mesh=None) -> base.Prepared:
+    """The weights on device: ``state = (w: f32[d, L], b: f32[L])`` (``mesh`` is None)."""
+    return base.Prepared(params, config, mesh, _layout(params))
+
+
+def _layout(params: dict) -> tuple[jax.Array, jax.Array]:
+    return jnp.asarray(params["w"]), jnp.asarray(params["b"])
+
+
+def _predict(model: base.Prepared, X: sp.csr_matrix, config: Config, *, k: int) -> TopK:
+    """Top-``k`` labels of each row of ``X``, ``predict_batch_size`` rows per step.
 
     Args:
-      params: from :func:`fit`.
+      model: from :func:`_prepare`, of the params of :func:`_fit` (a ``state`` of None
+        is laid out here).
       X: ``csr f32[n, d]``.
-      k: predictions per point (at most ``L``; more are padded with id -1).
+      k: predictions per point (at most ``L``; more are padded with id -1, score -inf).
 
     Returns:
       :class:`TopK` of numpy arrays ``ids: i32[n, k]``, ``scores: f32[n, k]``.
+
+    Raises:
+      ConfigError: ``predict_batch_size < 1``.
     """
-    w, b = jnp.asarray(params["w"]), jnp.asarray(params["b"])
+    w, b = model.state if model.state is not None else _layout(model.params)
     L = w.shape[1]
     kk = min(k, L)
     ids, scores = [], []
     X = sp.csr_matrix(X, dtype=np.float32)
     bs = config.predict_batch_size
+    if bs < 1:
+        raise ConfigError("ovr: predict_batch_size must be >= 1")
     for begin in range(0, X.shape[0], bs):
         Xb = X[begin:begin + bs]
         coo, _ = _coo_batch(_pad_rows(Xb, bs), w.shape[0], local=False)
@@ -246,10 +257,12 @@ def predict(params: dict, X: sp.csr_matrix, config: Config = Config(), *, k: int
         scores.append(np.asarray(s)[: Xb.shape[0]])
     ids = np.concatenate(ids) if ids else np.zeros((0, kk), np.int32)
     scores = np.concatenate(scores) if scores else np.zeros((0, kk), np.float32)
-    if kk < k:
-        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
-    return TopK(ids, scores)
+    return TopK(*pad_topk(ids, scores, k))
 
 
-METHOD = Method("ovr", Config, fit, predict, "flat one-vs-rest linear classifier (dense weights)")
+METHOD = base.method("ovr", Config, fit=_fit, predict=_predict, prepare=_prepare,
+                     needs_texts=False, supports_mesh=False,
+                     predict_fields=("predict_batch_size",),
+                     summary="flat one-vs-rest linear classifier (dense weights)")
+fit = METHOD.fit  # fit(X, Y, config=None, *, seed=0, ckpt=None, progress=True)
+predict = METHOD.predict  # predict(params or prepared, X, config=None, *, k=10)

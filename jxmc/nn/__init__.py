@@ -1,8 +1,9 @@
 """Neural pieces of the transformer methods: a Flax BERT encoder returning every
-layer's [CLS] (:mod:`.encoder`), Hugging Face weight loading (:mod:`.weights`),
-tokenisation (:mod:`.tokenize`), per-level label tables (:mod:`.heads`), top-k
-(:mod:`.topk`), fixed-size negatives (:mod:`.negatives`) and the multi-level
-shortlist network (:mod:`.cascade`).
+layer's [CLS] (:mod:`.encoder`; any Flax module with the same output plugs into
+the heads), Hugging Face weight loading (:mod:`.weights`), tokenisation
+(:mod:`.tokenize`), per-level label tables (:mod:`.heads`) and the multi-level
+shortlist network (:mod:`.cascade`).  Top-k is :mod:`jxmc.ops.topk`; the
+fixed-size shortlists (TFN / MAN / in-batch / uniform) are :mod:`jxmc.tree.shortlist`.
 
 Flax Linen, not NNX: a Linen module is a pure function of an explicit parameter
 pytree (``BertEncoder(config).apply({"params": p}, ids, mask)``), which is what
@@ -19,13 +20,10 @@ softmax, LayerNorm and every returned score stay f32.
 from jxmc.nn.cascade import Spec, forward, level_loss, loss_fn, predict_topk
 from jxmc.nn.encoder import BertConfig, BertEncoder, EncoderOutput, compute_dtype, init_params
 from jxmc.nn.heads import init_table, score_dense, score_shortlist
-from jxmc.nn.negatives import children, dedupe, hits, in_batch, man, tfn, uniform
 from jxmc.nn.tokenize import encode, load_tokenizer
-from jxmc.nn.topk import approx_top_k, chunked_top_k, top_k
 from jxmc.nn.weights import default_encoder_dir, load_pretrained
 
-__all__ = ["BertConfig", "BertEncoder", "EncoderOutput", "Spec", "approx_top_k", "children",
-           "chunked_top_k", "compute_dtype", "dedupe", "default_encoder_dir", "encode",
-           "forward", "hits", "in_batch", "init_params", "init_table", "level_loss",
-           "load_pretrained", "load_tokenizer", "loss_fn", "man", "predict_topk", "score_dense",
-           "score_shortlist", "tfn", "top_k", "uniform"]
+__all__ = ["BertConfig", "BertEncoder", "EncoderOutput", "Spec", "compute_dtype",
+           "default_encoder_dir", "encode", "forward", "init_params", "init_table", "level_loss",
+           "load_pretrained", "load_tokenizer", "loss_fn", "predict_topk", "score_dense",
+           "score_shortlist"]

@@ -1,12 +1,18 @@
 """A multi-resolution shortlist network: an encoder plus one label table per tree level.
 
+The encoder is any Flax module mapping a batch of token ids to per-layer features
+(:class:`jxmc.nn.encoder.EncoderOutput`; BERT, :class:`jxmc.nn.encoder.BertEncoder`,
+by default), so another encoder (a BiLSTM for AttentionXML) takes the same path.
 Level ``t`` (1-based) of a complete label tree with branching ``(B_1, ..., B_D)``
-is scored from its own representation (``layers[t-1]``: the concatenated [CLS]
-of those encoder layers, or the mean-pooled output for ``()``), optionally
-projected (``proj_w: [h', h_t]``), against the table ``level_t``.  Level 1 is
-scored densely; the shortlist of level ``t + 1`` is the children of the
-``beam`` best level-``t`` nodes, with the positive level-``t`` nodes added when
-``positives`` are given (training) -- CascadeXML (Kharbanda et al., NeurIPS
+is scored from its own representation (``layers[t-1]``: the concatenated
+per-layer features -- BERT's [CLS] -- of those encoder layers, or the mean-pooled
+output for ``()``), optionally projected (``proj_w: [h', h_t]``), against the
+table ``level_t``.  Level 1 is scored densely; the shortlist of level ``t + 1`` is
+the children of the ``beam`` best level-``t`` nodes, with the positive level-``t``
+nodes added when ``positives`` are given (training;
+:func:`jxmc.tree.shortlist.man_parents`): one beam expansion per level
+(:func:`jxmc.tree.beam.keep`, :func:`jxmc.tree.beam.expand`, as in
+:func:`jxmc.tree.beam.beam_search`) -- CascadeXML (Kharbanda et al., NeurIPS
 2022, Section 3.2), LightXML's dynamic negatives (Jiang et al., AAAI 2021,
 Section 3.3) and XR-Transformer's TFN+MAN (Zhang et al., NeurIPS 2021, 4.2).
 
@@ -20,16 +26,16 @@ over the valid points of the batch.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jxmc.nn import negatives as neg
-from jxmc.nn.encoder import BertConfig, BertEncoder
 from jxmc.nn.heads import score_dense, score_shortlist
-from jxmc.nn.topk import top_k
+from jxmc.ops.ids import hits
+from jxmc.tree.beam import expand, keep, leaf_topk
+from jxmc.tree.shortlist import man_parents
 from jxmc.types import TopK
 
 
@@ -37,7 +43,11 @@ class Spec(NamedTuple):
     """Static description of the network (hashable; a ``jit`` static argument).
 
     Attributes:
-      encoder: the encoder architecture.
+      encoder: the encoder, a (hashable) Flax module called as
+        ``apply({"params": p}, ids: i32[n, s], mask: i32[n, s], deterministic=,
+        cls_only=, rngs=)`` returning :class:`jxmc.nn.encoder.EncoderOutput`
+        (``cls: f32[n, N, h]`` one feature per layer, ``mean: f32[n, h]``, which it may
+        skip under ``cls_only``), e.g. ``BertEncoder(config, dtype)``.
       branching: ``(B_1, ..., B_D)``.
       layers: per level, the encoder layers (0-based) whose [CLS] are
         concatenated; ``()`` uses the mean-pooled last layer.
@@ -46,7 +56,7 @@ class Spec(NamedTuple):
       dtype: compute dtype name (``"float32"`` or ``"bfloat16"``).
     """
 
-    encoder: BertConfig
+    encoder: Any  # a flax.linen.Module
     branching: tuple[int, ...]
     layers: tuple[tuple[int, ...], ...]
     beam: int
@@ -93,43 +103,40 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
         rngs = {"dropout": r_enc}
     D = len(spec.branching) if upto is None else upto
     cls_only = all(spec.layers[t] for t in range(D))  # no level reads the mean-pooled output
-    out = BertEncoder(spec.encoder, dtype).apply({"params": params["encoder"]}, ids, mask,
-                                                 deterministic=not train, rngs=rngs,
-                                                 cls_only=cls_only)
+    out = spec.encoder.apply({"params": params["encoder"]}, ids, mask, deterministic=not train,
+                             rngs=rngs, cls_only=cls_only)
     n = ids.shape[0]
     levels: list[Level] = []
     for t in range(1, D + 1):
         x = _representation(out, spec.layers[t - 1], dtype)
         if train and spec.dropout > 0:
             rng, r = jax.random.split(rng)
-            keep = jax.random.bernoulli(r, 1.0 - spec.dropout, x.shape)
-            x = jnp.where(keep, x / (1.0 - spec.dropout), 0).astype(dtype)
+            kept = jax.random.bernoulli(r, 1.0 - spec.dropout, x.shape)
+            x = jnp.where(kept, x / (1.0 - spec.dropout), 0).astype(dtype)
         head = params["heads"][f"level_{t}"]
         if "proj_w" in head:
             x = (x @ head["proj_w"].astype(dtype) + head["proj_b"]).astype(dtype)
         B = spec.branching[t - 1]
         if t == 1:
-            cand = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32), (n, B))
-            s = score_dense(head, x)
-            parent_logp = jnp.zeros((n, B), jnp.float32)
+            parents = jnp.zeros((n, 1), jnp.int32)
+            plp = jnp.zeros((n, 1), jnp.float32)
+
+            def logits_of(_, head=head, x=x):
+                return score_dense(head, x)
         else:
             prev = levels[-1]
-            width = min(spec.beam, prev.ids.shape[1])
-            lp, j = top_k(jax.lax.stop_gradient(prev.logp), width)
-            par = jnp.where(jnp.isfinite(lp), jnp.take_along_axis(prev.ids, j, axis=1), -1)
-            if positives is not None:  # the positive level-(t-1) nodes join the beam
-                par = jnp.concatenate([par, positives[t - 2]], axis=1)
-            # at most K_{t-1} distinct parents: drop the columns that can only be padding
-            par = neg.dedupe(par)[:, :math.prod(spec.branching[:t - 1])]
-            eq = (par[:, :, None] == prev.ids[:, None, :]) & (par[:, :, None] >= 0)
-            plp = jnp.max(jnp.where(eq, jax.lax.stop_gradient(prev.logp)[:, None, :], -jnp.inf), -1)
-            cand = neg.children(par, B)
-            parent_logp = jnp.repeat(plp, B, axis=1)
-            s = score_shortlist(head, x, cand)
-        if t == len(spec.branching):
-            cand = jnp.where((cand >= 0) & (perm[jnp.maximum(cand, 0)] >= 0), cand, -1)
-        s = jnp.where(cand >= 0, s, -jnp.inf)
-        logp = jnp.where(cand >= 0, parent_logp + jax.nn.log_sigmoid(s), -jnp.inf)
+            prev_logp = jax.lax.stop_gradient(prev.logp)
+            parents, _ = keep(prev.ids, prev_logp, min(spec.beam, prev.ids.shape[1]))
+            # the positive level-(t-1) nodes join the beam; at most K_{t-1} distinct parents
+            parents = man_parents(parents, None if positives is None else positives[t - 2],
+                                  math.prod(spec.branching[:t - 1]))
+            eq = (parents[:, :, None] == prev.ids[:, None, :]) & (parents[:, :, None] >= 0)
+            plp = jnp.max(jnp.where(eq, prev_logp[:, None, :], -jnp.inf), -1)
+
+            def logits_of(cand, head=head, x=x):
+                return score_shortlist(head, x, cand)
+        leaf_perm = perm if t == len(spec.branching) else None
+        cand, s, logp = expand(parents, plp, B, logits_of, jax.nn.log_sigmoid, leaf_perm)
         levels.append(Level(cand, s, logp))
     return levels
 
@@ -137,7 +144,7 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
 def level_loss(level: Level, positives: jax.Array, valid: jax.Array) -> jax.Array:
     """Binary cross-entropy over a level's shortlist: f32[] (sum over candidates,
     mean over ``valid: bool[n]`` points)."""
-    y = neg.hits(level.ids, positives).astype(jnp.float32)
+    y = hits(level.ids, positives).astype(jnp.float32)
     ok = (level.ids >= 0) & valid[:, None]
     bce = optax.sigmoid_binary_cross_entropy(jnp.where(ok, level.scores, 0.0), y)
     return jnp.sum(jnp.where(ok, bce, 0.0)) / jnp.maximum(valid.sum(), 1)
@@ -155,12 +162,5 @@ def loss_fn(params, batch: dict, rng, perm, *, spec: Spec, train_levels: tuple[i
 def predict_topk(params, ids, mask, perm, *, spec: Spec, k: int) -> TopK:
     """Top-``k`` labels (``ids: i32[n, k]``, ``scores: f32[n, k]`` = path probabilities)."""
     last = forward(params, ids, mask, perm, spec=spec)[-1]
-    width = min(k, last.ids.shape[1])
-    lp, j = top_k(last.logp, width)
-    pos = jnp.take_along_axis(last.ids, j, axis=1)
-    lab = jnp.where(jnp.isfinite(lp) & (pos >= 0), perm[jnp.maximum(pos, 0)], -1)
-    sc = jnp.where(lab >= 0, jnp.exp(lp), -jnp.inf)
-    if width < k:
-        lab = jnp.pad(lab, ((0, 0), (0, k - width)), constant_values=-1)
-        sc = jnp.pad(sc, ((0, 0), (0, k - width)), constant_values=-jnp.inf)
-    return TopK(lab, sc)
+    leaves, lp = keep(last.ids, last.logp, min(k, last.ids.shape[1]))
+    return leaf_topk(leaves, lp, perm, k)

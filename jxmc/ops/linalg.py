@@ -34,6 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from jxmc.ops.ids import pow2
+from jxmc.ops.sparse import coo_matmul
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -49,12 +52,12 @@ class Coo(NamedTuple):
     """A sparse ``[m, n]`` matrix as chunks of non-zeros (device side).
 
     Attributes:
-      rows: i32[C, T] row of each non-zero, in ``[0, m)``.
-      cols: i32[C, T] column of each non-zero, in ``[0, n)``.
-      vals: f32[C, T] values; padding entries are ``(0, 0, 0.0)``, so inert.
+      rows: i32[n_chunks, T] row of each non-zero, in ``[0, m)``.
+      cols: i32[n_chunks, T] column of each non-zero, in ``[0, n)``.
+      vals: f32[n_chunks, T] values; padding entries are ``(0, 0, 0.0)``, so inert.
 
-    ``C`` chunks of ``T`` non-zeros each; the shape ``(m, n)`` is kept by the
-    caller (it is static under ``jit``).
+    ``n_chunks`` chunks of ``T`` non-zeros each; the shape ``(m, n)`` is kept by
+    the caller (it is static under ``jit``).
     """
 
     rows: jax.Array
@@ -70,13 +73,9 @@ class Coo(NamedTuple):
 CHUNK = 1 << 18  # default most non-zeros per chunk of a Coo
 
 
-def _pow2(x: int) -> int:
-    return 1 << max(int(x) - 1, 0).bit_length()
-
-
 def chunk_length(nnz: int, chunk: int = CHUNK) -> int:
     """``T``: the non-zeros per chunk that :func:`coo_from_csr` uses for ``nnz`` non-zeros."""
-    return min(_pow2(max(nnz, 1)), _pow2(chunk))
+    return min(pow2(max(nnz, 1)), pow2(chunk))
 
 
 def coo_from_csr(A: sp.spmatrix, *, chunk: int = CHUNK) -> Coo:
@@ -88,19 +87,19 @@ def coo_from_csr(A: sp.spmatrix, *, chunk: int = CHUNK) -> Coo:
         chunk of the next power of two (so few distinct shapes compile).
 
     Returns:
-      :class:`Coo` with ``C * T >= nnz(A)``, ``T`` a power of two.
+      :class:`Coo` with ``n_chunks * T >= nnz(A)``, ``T`` a power of two.
     """
     A = sp.csr_matrix(A, dtype=np.float32)
     nnz = A.nnz
     T = chunk_length(nnz, chunk)
-    C = max(-(-nnz // T), 1)
-    rows = np.zeros(C * T, np.int32)
-    cols = np.zeros(C * T, np.int32)
-    vals = np.zeros(C * T, np.float32)
+    n_chunks = max(-(-nnz // T), 1)
+    rows = np.zeros(n_chunks * T, np.int32)
+    cols = np.zeros(n_chunks * T, np.int32)
+    vals = np.zeros(n_chunks * T, np.float32)
     rows[:nnz] = np.repeat(np.arange(A.shape[0], dtype=np.int32), np.diff(A.indptr))
     cols[:nnz] = A.indices
     vals[:nnz] = A.data
-    return Coo(*(jnp.asarray(a.reshape(C, T)) for a in (rows, cols, vals)))
+    return Coo(*(jnp.asarray(a.reshape(n_chunks, T)) for a in (rows, cols, vals)))
 
 
 def spmm(A: Coo, B: jax.Array, m: int) -> jax.Array:
@@ -108,14 +107,13 @@ def spmm(A: Coo, B: jax.Array, m: int) -> jax.Array:
 
     Returns:
       ``f32[m, p]``, ``out[i] = sum_{(i, j, v) in A} v * B[j]``; one chunk of
-      ``T * p`` gathered rows is live at a time.  Use ``spmm(A.T, U, n)`` for
-      ``A^T @ U``.
+      ``T * p`` gathered rows is live at a time (each chunk's product is
+      :func:`jxmc.ops.sparse.coo_matmul`).  Use ``spmm(A.T, U, n)`` for ``A^T @ U``.
     """
 
     def body(acc, chunk):
         rows, cols, vals = chunk
-        part = vals[:, None].astype(B.dtype) * jnp.take(B, cols, axis=0)
-        return acc + jax.ops.segment_sum(part, rows, num_segments=m), None
+        return acc + coo_matmul(rows, cols, vals, B, m), None
 
     out, _ = jax.lax.scan(body, jnp.zeros((m, B.shape[1]), B.dtype), (A.rows, A.cols, A.vals))
     return out
@@ -155,23 +153,23 @@ def as_operator(A: jax.Array | LinearOperator) -> LinearOperator:
 
 
 def ridge_cholesky(G: jax.Array, lam: float | jax.Array) -> jax.Array:
-    """The lower Cholesky factor ``C`` of ``G + lam I`` (``C C^T = G + lam I``).
+    """The lower Cholesky factor ``chol`` of ``G + lam I`` (``chol chol^T = G + lam I``).
 
     Args:
       G: f32[d, d] symmetric positive semi-definite (a Gram matrix ``X^T X``).
       lam: ridge ``> 0``.
 
     Returns:
-      ``C: f32[d, d]`` lower triangular; solve with :func:`cho_solve`.
+      ``chol: f32[d, d]`` lower triangular; solve with :func:`cho_solve`.
     """
     d = G.shape[0]
     G = 0.5 * (G + G.T)
     return jnp.linalg.cholesky(G + lam * jnp.eye(d, dtype=G.dtype))
 
 
-def cho_solve(C: jax.Array, B: jax.Array) -> jax.Array:
-    """``(C C^T)^{-1} B`` for a lower-triangular ``C: f32[d, d]`` and ``B: f32[d, p]``."""
-    return jax.scipy.linalg.cho_solve((C, True), B)
+def cho_solve(chol: jax.Array, B: jax.Array) -> jax.Array:
+    """``(chol chol^T)^{-1} B`` for a lower-triangular ``chol: f32[d, d]`` and ``B: f32[d, p]``."""
+    return jax.scipy.linalg.cho_solve((chol, True), B)
 
 
 def cg(op: Callable[[jax.Array], jax.Array], B: jax.Array, X0: jax.Array | None = None, *,
@@ -185,8 +183,8 @@ def cg(op: Callable[[jax.Array], jax.Array], B: jax.Array, X0: jax.Array | None 
       B: f32[d, p] right-hand sides.
       X0: f32[d, p] start (default zeros); from a warm start every iterate has a
         quadratic objective ``<X, op(X)>/2 - <B, X>`` no larger than the start's.
-      precond: f32[d, p] (or broadcastable) positive diagonal ``M``; the
-        preconditioned residual is ``r / M`` (Jacobi: ``M = diag(op)``).
+      precond: f32[d, p] (or broadcastable) positive diagonal ``diag``; the
+        preconditioned residual is ``r / diag`` (Jacobi: ``diag = diag(op)``).
       iters: the most iterations.
       tol: stop when ``||r|| <= tol * ||B||`` (per column with ``columnwise``).
       columnwise: ``op`` acts on each column on its own (``op(X) = A X``), so
@@ -205,10 +203,10 @@ def cg(op: Callable[[jax.Array], jax.Array], B: jax.Array, X0: jax.Array | None 
     def dot(a, b):
         return jnp.sum(a * b, axis=axis, keepdims=columnwise)
 
-    M = jnp.ones((), B.dtype) if precond is None else precond
+    diag = jnp.ones((), B.dtype) if precond is None else precond
     X = jnp.zeros_like(B) if X0 is None else X0
     R = B - op(X)
-    Zr = R / M
+    Zr = R / diag
     P = Zr
     rz = dot(R, Zr)
     bnorm2 = jnp.maximum(dot(B, B), jnp.finfo(B.dtype).tiny)
@@ -224,7 +222,7 @@ def cg(op: Callable[[jax.Array], jax.Array], B: jax.Array, X0: jax.Array | None 
         alpha = jnp.where(pAp > 0, rz / jnp.where(pAp > 0, pAp, 1.0), 0.0)
         X = X + alpha * P
         R = R - alpha * AP
-        Zr = R / M
+        Zr = R / diag
         rz_new = dot(R, Zr)
         beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
         return i + 1, X, R, Zr + beta * P, rz_new

@@ -22,7 +22,9 @@ search (``ceil(log2(max slots per parent + 1))`` steps), gathers the slot's at
 most ``w`` (the level's longest slot, ``<= B_l``) pairs and scatter-adds them
 into the ``B_l`` children: cost ``b * z * (log S_p + w)`` per query with static
 shapes ``[n, b, z, w]``; the lookup is shared by all siblings, which a per-label
-CSC layout (PECOS's) would repeat ``B_l`` times.
+CSC layout (PECOS's) would repeat ``B_l`` times.  At prediction the slots with
+many weights are expanded to dense rows and the rest stay packed
+(:func:`scoring_layout`).  The bias column is :func:`jxmc.ops.sparse.add_bias`'s.
 """
 
 from __future__ import annotations
@@ -33,21 +35,12 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def add_bias(X: sp.spmatrix, bias: float) -> sp.csr_matrix:
-    """``csr f32[n, d + 1]``: ``X`` with a constant column ``bias`` appended (PECOS's bias term)."""
-    X = sp.csr_matrix(X, dtype=np.float32)
-    ones = sp.csr_matrix(np.full((X.shape[0], 1), bias, np.float32))
-    out = sp.hstack([X, ones], format="csr", dtype=np.float32)
-    out.sort_indices()
-    return out
-
-
 def parent_supports(Xb: sp.csr_matrix, inst: np.ndarray, parent: np.ndarray,
                     n_parents: int) -> sp.csr_matrix:
     """``csr [K_{l-1}, d + 1]`` whose pattern is each parent's feature support."""
-    M = sp.csr_matrix((np.ones(len(inst), np.float32), (parent, inst)),
-                      shape=(n_parents, Xb.shape[0]))
-    A = sp.csr_matrix(M @ abs(Xb))
+    Mt = sp.csr_matrix((np.ones(len(inst), np.float32), (parent, inst)),
+                       shape=(n_parents, Xb.shape[0]))  # the pairs: the matching matrix, transposed
+    A = sp.csr_matrix(Mt @ abs(Xb))
     A.sort_indices()
     return A
 
@@ -148,48 +141,50 @@ def level_shape(level: dict) -> tuple[int, int]:
     return _steps(level["indptr"]), max(width, 1)
 
 
-def scoring_layout(level: dict, n_children: int, *, light_width: int = 8):
+def scoring_layout(level: dict, n_children: int, *, packed_width: int = 8):
     """Splits a stored level for fast scoring (host side, at prediction).
 
     Scattering every slot's pairs costs ``z * w`` per (query, beam node) with ``w``
     the *longest* slot (up to ``B``), while most slots hold a few weights (about
-    3 of 88 at debian-deps' leaves).  Slots with more than ``light_width``
-    weights are expanded to dense rows ``f32[H, B]`` and scored by a row gather;
-    the rest keep the compressed form with width ``<= light_width``.
+    3 of 88 at debian-deps' leaves).  Slots with more than ``packed_width``
+    weights are expanded to *dense rows* ``f32[H, B]`` and scored by a row gather
+    (:func:`score_dense_rows`); the rest stay *packed*, the compressed
+    (child, weight) form of width ``<= packed_width`` (:func:`score_children`).
 
     Returns:
-      ``(light, heavy, shapes)``: ``light`` a level dict (module docstring) or
-      ``None``, ``heavy`` ``{"indptr", "features", "rows"}`` or ``None``, and the
-      static ``shapes = (light_steps, light_width, heavy_steps)`` (0 when absent).
+      ``(packed, dense, shapes)``: ``packed`` a level dict (module docstring) or
+      ``None``, ``dense`` ``{"indptr", "features", "rows"}`` or ``None``, and the
+      static ``shapes = (packed_steps, packed_width, dense_steps)`` (0 when absent).
     """
     indptr, features = np.asarray(level["indptr"]), np.asarray(level["features"])
     slot_ptr = np.asarray(level["slot_ptr"])
     counts = np.diff(slot_ptr)
-    is_heavy = counts > light_width
+    is_dense = counts > packed_width
     parent = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    entry_heavy = np.repeat(is_heavy, counts)
+    entry_dense = np.repeat(is_dense, counts)
     children, values = np.asarray(level["children"]), np.asarray(level["values"])
 
     def sub_indptr(mask):
         per = np.bincount(parent[mask], minlength=len(indptr) - 1)
         return np.concatenate([[0], np.cumsum(per)]).astype(np.int32)
 
-    light = heavy = None
+    packed = dense = None
     shapes = [0, 0, 0]
-    if (~is_heavy).any():
-        light = {"indptr": sub_indptr(~is_heavy), "features": features[~is_heavy],
-                 "slot_ptr": np.concatenate([[0], np.cumsum(counts[~is_heavy])]).astype(np.int32),
-                 "children": children[~entry_heavy], "values": values[~entry_heavy]}
-        if len(light["values"]) == 0:
-            light["children"], light["values"] = np.zeros(1, children.dtype), np.zeros(1, np.float32)
-        shapes[:2] = level_shape(light)
-    if is_heavy.any():
-        H = int(is_heavy.sum())
+    if (~is_dense).any():
+        packed = {"indptr": sub_indptr(~is_dense), "features": features[~is_dense],
+                  "slot_ptr": np.concatenate([[0], np.cumsum(counts[~is_dense])]).astype(np.int32),
+                  "children": children[~entry_dense], "values": values[~entry_dense]}
+        if len(packed["values"]) == 0:
+            packed["children"], packed["values"] = (np.zeros(1, children.dtype),
+                                                    np.zeros(1, np.float32))
+        shapes[:2] = level_shape(packed)
+    if is_dense.any():
+        H = int(is_dense.sum())
         rows = np.zeros((H, n_children), np.float32)
-        rows[np.repeat(np.arange(H), counts[is_heavy]), children[entry_heavy]] = values[entry_heavy]
-        heavy = {"indptr": sub_indptr(is_heavy), "features": features[is_heavy], "rows": rows}
-        shapes[2] = _steps(heavy["indptr"])
-    return light, heavy, tuple(shapes)
+        rows[np.repeat(np.arange(H), counts[is_dense]), children[entry_dense]] = values[entry_dense]
+        dense = {"indptr": sub_indptr(is_dense), "features": features[is_dense], "rows": rows}
+        shapes[2] = _steps(dense["indptr"])
+    return packed, dense, tuple(shapes)
 
 
 def _lookup(indptr, features, q_idx, parents, steps: int):
@@ -218,11 +213,12 @@ def _lookup(indptr, features, q_idx, parents, steps: int):
     return at, (lo < hi0) & (features[at] == f) & (parents[:, :, None] >= 0)
 
 
-def score_dense_rows(heavy, q_idx, q_val, parents, *, steps: int):
-    """Like :func:`score_children` for ``{"indptr", "features", "rows": f32[H, B]}``."""
-    at, found = _lookup(heavy["indptr"], heavy["features"], q_idx, parents, steps)
+def score_dense_rows(dense, q_idx, q_val, parents, *, steps: int):
+    """Like :func:`score_children` for a level's dense rows
+    ``{"indptr", "features", "rows": f32[H, B]}`` (:func:`scoring_layout`)."""
+    at, found = _lookup(dense["indptr"], dense["features"], q_idx, parents, steps)
     coef = jnp.where(found, q_val[:, None, :], 0.0)  # [n, b, z]
-    return jnp.einsum("nbz,nbzc->nbc", coef, heavy["rows"][at])
+    return jnp.einsum("nbz,nbzc->nbc", coef, dense["rows"][at])
 
 
 def score_children(level, q_idx, q_val, parents, *, n_children: int, steps: int, width: int):

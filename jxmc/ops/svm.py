@@ -1,9 +1,9 @@
 """Many small L2-regularised squared-hinge SVMs solved at once (truncated Newton).
 
 The rankers of one tree level are independent one-vs-rest problems, one per
-(parent ``u``, child ``c``): ``min_w 0.5 ||w||^2 + C sum_i max(0, 1 - y_i w.x_i)^2``
+(parent ``u``, child ``c``): ``min_w 0.5 ||w||^2 + cost sum_i max(0, 1 - y_i w.x_i)^2``
 over the instances paired with ``u`` (liblinear's ``L2R_L2LOSS_SVC`` with
-``Cp = Cn = C``; PECOS solves its dual by coordinate descent, we solve the primal).
+``Cp = Cn = cost``; PECOS solves its dual by coordinate descent, we solve the primal).
 All children of a parent share its instances, so the problems are laid out as
 
 * ``W: f32[S + 1, B]``: one row per *slot*, a (parent, feature) pair of the
@@ -68,7 +68,7 @@ def _xtr(R, slot, val, pair, n_slots: int, block: int):
 
 @functools.partial(jax.jit, static_argnames=("n_parents", "newton_iters", "cg_iters", "block",
                                              "slot_block"))
-def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C: float,
+def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, cost: float,
                         n_parents: int, newton_iters: int = 3, cg_iters: int = 5,
                         block: int = 1 << 16, slot_block: int = 1):
     """Solves every (parent, child) problem of one chunk.
@@ -83,7 +83,7 @@ def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C
         ``S + 1`` is a multiple of ``R``: the per-problem inner products then
         sum blocks of ``R`` rows before a ``R`` times smaller segment sum.
       pair_parent: ``i32[P + 1]`` the (chunk-local) parent of each pair.
-      C: the loss weight.
+      cost: the loss weight (liblinear's ``C``).
 
     Returns:
       ``W: f32[S + 1, B]`` (row ``S`` is zero).
@@ -109,16 +109,16 @@ def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C
     def safe_div(a, b):
         return jnp.where(b > 0, a / jnp.where(b > 0, b, 1.0), 0.0)
 
-    dg = 1.0 + 2.0 * C * sq(mask)  # Jacobi preconditioner at W = 0, kept for every step
+    dg = 1.0 + 2.0 * cost * sq(mask)  # Jacobi preconditioner at W = 0, kept for every step
 
     def newton_step(_, state):
         W, m = state
         act = mask * (y * m < 1.0)
-        g = W + 2.0 * C * xtr(act * (m - y))
+        g = W + 2.0 * cost * xtr(act * (m - y))
 
         def cg_step(_, cg):
             s, r, d, rz = cg
-            hd = d + 2.0 * C * xtr(act * xv(d))
+            hd = d + 2.0 * cost * xtr(act * xv(d))
             alpha = safe_div(rz, wdot(d, hd))
             s = s + per_slot(alpha) * d
             r = r - per_slot(alpha) * hd
@@ -135,8 +135,8 @@ def solve_squared_hinge(slot, val, pair, y, mask, slot_parent, pair_parent, *, C
         def line_step(_, t):  # 1-D Newton on the piecewise quadratic f(w + t s)
             mt = m + t[pair_parent] * ms
             a = mask * (y * mt < 1.0)
-            d1 = ws + t * ss + 2.0 * C * pdot(a * (mt - y) * ms)
-            d2 = ss + 2.0 * C * pdot(a * ms * ms)
+            d1 = ws + t * ss + 2.0 * cost * pdot(a * (mt - y) * ms)
+            d2 = ss + 2.0 * cost * pdot(a * ms * ms)
             return t - safe_div(d1, d2)
 
         t = jax.lax.fori_loop(0, 4, line_step, jnp.ones((n_parents, B), jnp.float32))

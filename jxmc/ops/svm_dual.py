@@ -3,7 +3,7 @@
 The rankers of one tree level are independent one-vs-rest problems, one per
 (parent ``u``, child ``c``):
 
-    min_w  0.5 ||w||^2 + C sum_i max(0, 1 - y_i w.x_i)^2
+    min_w  0.5 ||w||^2 + cost sum_i max(0, 1 - y_i w.x_i)^2
 
 over the instances paired with ``u`` (liblinear's ``L2R_L2LOSS_SVC_DUAL``, the
 solver of PECOS's XR-Linear).  Its dual (Hsieh, Chang, Lin, Keerthi &
@@ -27,7 +27,7 @@ What makes this XLA-friendly:
   result is that of sequential dual coordinate descent on every problem.  On a
   CPU one lane is the fast case (XLA compiles its reads to dynamic slices, 16
   gathers for two lanes: on debtags' widest level a step of one lane takes 16 us,
-  one of two 42 us), so there :func:`jxmc.models.rankers.choose_lanes` mostly picks
+  one of two 42 us), so there :func:`jxmc.models.tree_linear.rankers.choose_lanes` mostly picks
   one lane and runs chunks side by side on the cores instead;
 * an instance's row is stored as *pieces* of ``z`` non-zeros and a step loops
   over the pieces of its lanes' rows, so one compiled step serves rows of any
@@ -203,14 +203,14 @@ def epoch_walks(length: np.ndarray, epochs: int, seed: int) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("n_slots",))
-def solve_dual_cd(chunk: Chunk, walks, max_epochs, *, C, eps, n_slots: int):
+def solve_dual_cd(chunk: Chunk, walks, max_epochs, *, cost, eps, n_slots: int):
     """Solves every (parent, child) problem of one chunk.
 
     Args:
       chunk: a :class:`Chunk` (jax or numpy arrays).
       walks: ``i32[E, 2, U]`` the per-epoch orders (:func:`epoch_walks`).
       max_epochs: ``i32[]`` passes over the data at most (``<= E``).
-      C: the loss weight (liblinear's ``C``; PECOS ``Cp = Cn = 1``).
+      cost: the loss weight (liblinear's ``C``; PECOS ``Cp = Cn = 1``).
       eps: stop once every problem's projected-gradient range over an epoch is
         ``<= eps`` (liblinear's ``eps``; PECOS 0.1).
       n_slots: ``S``, rows of ``W`` (the last one is padding).
@@ -222,7 +222,7 @@ def solve_dual_cd(chunk: Chunk, walks, max_epochs, *, C, eps, n_slots: int):
     P, B = y.shape[0] - 1, y.shape[1]
     Q = idx.shape[0] - 1
     T = sched.shape[0] - 1  # row T of sched is inert
-    inv2c = 0.5 / C
+    inv2c = 0.5 / cost
     row_of_piece = jnp.repeat(jnp.arange(P + 1), count, total_repeat_length=Q + 1)
     qd = jax.ops.segment_sum(jnp.sum(val * val, axis=1), row_of_piece, num_segments=P + 1) + inv2c
     live = mask > 0

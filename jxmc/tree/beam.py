@@ -1,19 +1,26 @@
-"""Beam search down a complete label tree with static shapes.
+"""Beam search down a complete label tree with static shapes, and the one
+expansion step every beam in jxmc takes.
 
-Level by level, each query keeps ``b`` nodes; their ``B_l`` children are scored
-(``[n, b, B_l]``), flattened to ``c = b * B_l`` candidates and the best ``b``
-(``k`` at the leaves) are kept with ``lax.top_k``.  Padding nodes are ``-1``
-with score ``-inf``; dummy leaves (``perm == -1``) are never returned.
+Level by level, each query keeps ``b`` nodes (the kept clusters); their ``B_l``
+children are scored (:func:`expand`: ``c = b * B_l`` candidates) and the best
+``b`` (``k`` at the leaves) are kept with ``lax.top_k`` (:func:`keep`).  Padding
+nodes are ``-1`` with score ``-inf``; dummy leaves (``perm == -1``) are never
+returned.  :func:`beam_search` (XR-Linear, Parabel, Bonsai) and the transformer
+heads' cascade (:func:`jxmc.nn.cascade.forward`, which adds the positives'
+parents to the kept clusters in training) are both made of these two steps.
 
-Score transform and combiner (PECOS's default post-processor ``"l3-hinge"``,
-``pecos.xmc.base.PostProcessor``): a child's linear score ``v`` becomes
-``exp(-max(1 - v, 0)^3)`` and is *multiplied* by its parent's score, so a path
-score is the product of its nodes' transformed scores (the root has 1).  We
-accumulate it in log space, ``sum(-max(1 - v, 0)^3)``, which orders candidates
-identically and never underflows; the returned scores are ``exp`` of it, as PECOS's.
-``transform="l2-hinge"`` squares instead of cubing, ``exp(-max(1 - v, 0)^2)``:
-Parabel's probability of a squared-hinge node classifier (Prabhu et al., WWW
-2018), as Omikuji's reimplementation computes it (``LossType::Hinge``).
+A path score is accumulated in log space: a child's raw score ``v`` adds
+``log_t(v)`` to its parent's path score (:func:`expand`).  Score transform and
+combiner of :func:`beam_search` (PECOS's default post-processor ``"l3-hinge"``,
+``pecos.xmc.base.PostProcessor``): ``v`` becomes ``exp(-max(1 - v, 0)^3)`` and is
+*multiplied* by its parent's score, so a path score is the product of its nodes'
+transformed scores (the root has 1).  We accumulate ``sum(-max(1 - v, 0)^3)``,
+which orders candidates identically and never underflows; the returned scores
+are ``exp`` of it, as PECOS's.  ``transform="l2-hinge"`` squares instead of
+cubing, ``exp(-max(1 - v, 0)^2)``: Parabel's probability of a squared-hinge node
+classifier (Prabhu et al., WWW 2018), as Omikuji's reimplementation computes it
+(``LossType::Hinge``).  The transformer heads use ``log_t = log sigmoid``
+(CascadeXML's and LightXML's product of probabilities).
 
 Label copies (label disentanglement, :mod:`jxmc.tree.disentangle`): when a label
 sits at several leaves (``merge_copies=True``), every candidate leaf of the last
@@ -29,6 +36,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jxmc.ops.ids import pad_topk
+from jxmc.ops.topk import top_k
 from jxmc.tree.merge import merge_duplicates
 from jxmc.types import TopK
 
@@ -44,6 +53,58 @@ def l2_hinge_log(v: jax.Array) -> jax.Array:
 
 
 TRANSFORMS = {"l3-hinge": l3_hinge_log, "l2-hinge": l2_hinge_log}
+
+
+def children(parents: jax.Array, B: int) -> jax.Array:
+    """``i32[n, p * B]``: the children ``u * B + j`` of ``parents: i32[n, p]`` in order
+    (``-1`` stays ``-1``; :mod:`jxmc.tree.label_tree`'s numbering)."""
+    c = parents[:, :, None] * B + jnp.arange(B, dtype=jnp.int32)
+    return jnp.where(parents[:, :, None] >= 0, c, -1).reshape(parents.shape[0], -1)
+
+
+def expand(parents: jax.Array, parent_logp: jax.Array, B: int,
+           logits_of: Callable[[jax.Array], jax.Array], log_t: Callable[[jax.Array], jax.Array],
+           perm: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One beam expansion: the children of the kept clusters, scored (traceable).
+
+    Args:
+      parents: ``i32[n, p]`` the kept nodes of level ``l - 1`` (``-1`` padded).
+      parent_logp: ``f32[n, p]`` their path scores.
+      B: ``B_l``, children per parent.
+      logits_of: ``(children: i32[n, p * B]) -> f32[n, p * B]`` their raw scores.
+      log_t: raw score -> ``log`` of the node's transformed score (:data:`TRANSFORMS`,
+        or ``jax.nn.log_sigmoid``).
+      perm: at the leaf level, ``i32[K_D]`` the label of each leaf: dummy leaves
+        (``-1``) are dropped.
+
+    Returns:
+      ``(cand: i32[n, p * B], logits: f32[n, p * B], logp: f32[n, p * B])`` the
+      children (``-1`` under padding parents and at dummy leaves), their raw scores and
+      path scores ``parent_logp + log_t(logits)`` (both ``-inf`` where ``cand`` is ``-1``).
+    """
+    cand = children(parents, B)
+    logits = logits_of(cand)
+    if perm is not None:
+        cand = jnp.where((cand >= 0) & (perm[jnp.maximum(cand, 0)] >= 0), cand, -1)
+    logits = jnp.where(cand >= 0, logits, -jnp.inf)
+    logp = jnp.where(cand >= 0, jnp.repeat(parent_logp, B, axis=1) + log_t(logits), -jnp.inf)
+    return cand, logits, logp
+
+
+def keep(cand: jax.Array, logp: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+    """The ``width`` best candidates: ``(ids: i32[n, width], logp: f32[n, width])`` best
+    first, ``-1`` where the path score is ``-inf`` (``width <= c``; traceable)."""
+    lp, j = top_k(logp, width)
+    return jnp.where(jnp.isfinite(lp), jnp.take_along_axis(cand, j, axis=1), -1), lp
+
+
+def leaf_topk(leaves: jax.Array, logp: jax.Array, perm: jax.Array, k: int) -> TopK:
+    """The kept leaves as labels: ``ids: i32[n, k]`` (``perm`` of each leaf, ``-1``
+    padded) with ``scores: f32[n, k] = exp(logp)`` (``-inf`` padded); ``leaves`` of at
+    most ``k`` columns."""
+    ids = jnp.where(leaves >= 0, perm[jnp.maximum(leaves, 0)], -1)
+    scores = jnp.where(ids >= 0, jnp.exp(logp), -jnp.inf)
+    return TopK(*pad_topk(ids, scores, k))
 
 
 def beam_search(score_fn: Callable[[int, jax.Array], jax.Array], perm: jax.Array,
@@ -77,25 +138,13 @@ def beam_search(score_fn: Callable[[int, jax.Array], jax.Array], perm: jax.Array
     logp = jnp.zeros((n, 1), jnp.float32)
     D = len(branching)
     for level, B in enumerate(branching, start=1):
-        logits = score_fn(level, parents)  # [n, b, B]
-        cand = parents[:, :, None] * B + jnp.arange(B, dtype=jnp.int32)
-        s = logp[:, :, None] + log_t(logits)
-        ok = parents[:, :, None] >= 0
-        if level == D:
-            ok = ok & (perm[jnp.maximum(cand, 0)] >= 0)
-        s = jnp.where(ok, s, -jnp.inf).reshape(n, -1)
-        cand = jnp.where(ok, cand, -1).reshape(n, -1)
+        def logits_of(_, level=level, parents=parents):  # [n, b, B] -> [n, b * B]
+            return score_fn(level, parents).reshape(n, -1)
+
+        cand, _, s = expand(parents, logp, B, logits_of, log_t, perm if level == D else None)
         if level == D and merge_copies:
             labels = jnp.where(cand >= 0, perm[jnp.maximum(cand, 0)], -1)
             out = merge_duplicates(labels, s, k, reduce="max")
             return TopK(out.ids, jnp.where(out.ids >= 0, jnp.exp(out.scores), -jnp.inf))
-        width = min(k if level == D else beam, s.shape[1])
-        logp, idx = jax.lax.top_k(s, width)
-        parents = jnp.where(jnp.isfinite(logp), jnp.take_along_axis(cand, idx, axis=1), -1)
-    ids = jnp.where(parents >= 0, perm[jnp.maximum(parents, 0)], -1)
-    scores = jnp.where(ids >= 0, jnp.exp(logp), -jnp.inf)
-    if ids.shape[1] < k:
-        pad = k - ids.shape[1]
-        ids = jnp.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-        scores = jnp.pad(scores, ((0, 0), (0, pad)), constant_values=-jnp.inf)
-    return TopK(ids, scores)
+        parents, logp = keep(cand, s, min(k if level == D else beam, s.shape[1]))
+    return leaf_topk(parents, logp, perm, k)

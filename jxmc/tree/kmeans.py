@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from jxmc.data.batches import csr_to_ell
+from jxmc.ops.sparse import csr_to_ell
 from jxmc.tree.label_tree import LabelTree, branching_from_bisections
 
 
@@ -142,6 +142,26 @@ def n_bisections(n_labels: int, max_leaf_size: int) -> int:
     return max(1, int(math.ceil(math.log2(max(n_labels, 1) / max_leaf_size))))
 
 
+def _balanced_depth(n_labels: int, max_leaf_size: int) -> int:
+    """The bisections :func:`build_tree` makes: PECOS's depth, at most ``floor(log2 L)``
+    (every leaf keeps a label)."""
+    return min(n_bisections(n_labels, max_leaf_size), int(math.floor(math.log2(n_labels))))
+
+
+def balanced_branching(n_labels: int, *, max_leaf_size: int = 100,
+                       nr_splits: int = 16) -> tuple[int, ...]:
+    """The branching factors of :func:`build_tree`'s tree over ``n_labels`` labels:
+    ``t`` bisections grouped by ``nr_splits``
+    (:func:`jxmc.tree.label_tree.branching_from_bisections`), leaves of
+    ``ceil(L / 2^t)``; e.g. ``(2, 16, 16, 88)`` for 44,678 labels and 100.
+
+    Raises:
+      ValueError: ``nr_splits`` not a power of two >= 2.
+    """
+    t = _balanced_depth(n_labels, max_leaf_size)
+    return branching_from_bisections(t, -(-n_labels // 2 ** t), nr_splits)
+
+
 def build_tree(emb: sp.csr_matrix, *, max_leaf_size: int = 100, nr_splits: int = 16,
                iters: int = 10, seed: int = 0, hash_dim: int = 1 << 14,
                hash_budget: int = 1 << 22, max_nnz: int = 64) -> LabelTree:
@@ -169,7 +189,8 @@ def build_tree(emb: sp.csr_matrix, *, max_leaf_size: int = 100, nr_splits: int =
     L = emb.shape[0]
     if L < 2 or max_leaf_size < 1:
         raise ValueError(f"need >= 2 labels and max_leaf_size >= 1, got L={L}, {max_leaf_size}")
-    t = min(n_bisections(L, max_leaf_size), int(math.floor(math.log2(L))))
+    branching = balanced_branching(L, max_leaf_size=max_leaf_size, nr_splits=nr_splits)
+    t = _balanced_depth(L, max_leaf_size)
     Z = prune_rows(emb, max_nnz)
     max_nodes = 2 ** (t - 1)
     dim = Z.shape[1]
@@ -184,13 +205,13 @@ def build_tree(emb: sp.csr_matrix, *, max_leaf_size: int = 100, nr_splits: int =
         key, sub = jax.random.split(key)
         node = bisect_level(ell_idx, ell_val, node, sub, max_nodes=max_nodes, dim=dim, iters=iters)
     node = np.asarray(node)
-    leaf = -(-L // 2 ** t)
+    leaf = branching[-1]
     order = np.argsort(node, kind="stable")
     counts = np.bincount(node, minlength=2 ** t)
     slot = np.arange(L) - np.repeat(np.cumsum(counts) - counts, counts)
     perm = np.full((2 ** t, leaf), -1, np.int32)
     perm[node[order], slot] = order
-    return LabelTree(perm.reshape(-1), branching_from_bisections(t, leaf, nr_splits))
+    return LabelTree(perm.reshape(-1), branching)
 
 
 def wide_branching(n_labels: int, *, branching: int = 100, max_leaf_size: int = 100,

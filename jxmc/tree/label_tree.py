@@ -144,3 +144,21 @@ def branching_from_bisections(n_bisections: int, leaf_size: int, nr_splits: int 
     if t > 0:
         levels.append(2 ** t)
     return tuple(reversed(levels)) + (int(leaf_size),)
+
+
+def merged_branching(branching: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """``(B_1, ..., B_D)`` with the top levels merged so that there are at most ``depth``:
+    ``(B_1 * ... * B_c, B_{c+1}, ..., B_D)`` (unchanged when ``D <= depth``)."""
+    B = tuple(int(b) for b in branching)
+    if len(B) <= depth:
+        return B
+    cut = len(B) - depth + 1
+    return (int(np.prod(B[:cut])),) + B[cut:]
+
+
+def merge_top_levels(tree: LabelTree, depth: int) -> LabelTree:
+    """The same leaves with the top levels merged so that there are at most ``depth``
+    levels (:func:`merged_branching`)."""
+    if len(tree.branching) <= depth:
+        return tree
+    return LabelTree(tree.perm, merged_branching(tree.branching, depth))

@@ -19,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jxmc.ops.ids import pad_topk
 from jxmc.types import TopK
 
 _PAD = jnp.iinfo(jnp.int32).max
@@ -61,11 +62,7 @@ def merge_duplicates(ids: jax.Array, scores: jax.Array, k: int, *, reduce: str =
     top, idx = jax.lax.top_k(val, min(k, c))
     out = jnp.where(jnp.isfinite(top), jnp.take_along_axis(sid, idx, axis=1), -1)
     top = jnp.where(out >= 0, top, -jnp.inf)
-    if out.shape[1] < k:
-        pad = k - out.shape[1]
-        out = jnp.pad(out, ((0, 0), (0, pad)), constant_values=-1)
-        top = jnp.pad(top, ((0, 0), (0, pad)), constant_values=-jnp.inf)
-    return TopK(out, top)
+    return TopK(*pad_topk(out, top, k))
 
 
 merge_duplicates_jit = jax.jit(merge_duplicates, static_argnames=("k", "reduce"))

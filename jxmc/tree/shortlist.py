@@ -1,4 +1,5 @@
-"""Training shortlists: which (instance, parent node) pairs a level's rankers see.
+"""Training shortlists: which (instance, parent node) pairs a level's rankers see,
+on the host (the linear rankers) and inside ``jit`` (the transformer heads).
 
 In PECOS's terms the matching matrix ``M_l`` (``n x K_{l-1}``) chooses, for each
 instance, the parent nodes whose children it trains on: instance ``i`` is a
@@ -16,13 +17,34 @@ Pairs are returned flat and sorted by parent, then instance; the root's level
 (level 1) has the single parent 0 and every instance.  With label copies
 (:mod:`jxmc.tree.disentangle`) an instance is a positive of every copy of its
 labels, so TFN pairs hold the parent of every copy.
+
+The same choices as fixed-width padded id tables (``-1`` = none), traceable inside
+``jit``, for the transformer heads (duplicates become ``-1``, so a shortlist never
+scores a node twice; the children of node ``u`` are ``u * B + arange(B)``):
+
+* :func:`tfn`: the children of the positives' parents (XR-Transformer's TFN,
+  Zhang et al., NeurIPS 2021, Section 4.2);
+* :func:`man` / :func:`man_parents`: the children of the parents the model's own
+  beam keeps at the previous level, with the positives' parents added in training
+  (XR-Transformer's MAN; LightXML's dynamic negative sampling, Jiang et al., AAAI
+  2021, Section 3.3; CascadeXML, Kharbanda et al., NeurIPS 2022, Section 3.2);
+* :func:`in_batch`: positives of the other points of the batch;
+* :func:`uniform`: uniformly random nodes.
+
+``in_batch`` and ``uniform`` return the positives followed by ``r`` sampled ids.
+:func:`level_positives` gives the positive nodes of every level as such tables.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from jxmc.ops.ids import csr_to_padded, dedupe
+from jxmc.ops.sparse import max_row_nnz
+from jxmc.tree.beam import children
 from jxmc.tree.label_tree import (
     LabelTree,
     ancestors_of_positions,
@@ -112,3 +134,52 @@ def pair_targets(Y: sp.spmatrix, tree: LabelTree, level: int, inst: np.ndarray,
     else:
         mask = np.ones_like(y)
     return y, mask
+
+
+def level_positives(Y: sp.spmatrix, tree: LabelTree, cap: int) -> tuple[np.ndarray, ...]:
+    """Per level ``t = 1 .. D``, ``i32[n, m_t]``: the level-``t`` ancestors of each
+    point's labels (leaf positions at level ``D``; :func:`positive_nodes`), ascending,
+    ``-1`` padded, ``m_t = min(the most of a point, cap)`` (at least 1): a point with
+    more keeps its ``cap`` smallest."""
+    out = []
+    for t in range(1, tree.depth + 1):
+        M = positive_nodes(Y, tree, t)
+        out.append(csr_to_padded(M, max(1, min(max_row_nnz(M), cap))))
+    return tuple(out)
+
+
+def tfn(positives: jax.Array, B: int) -> jax.Array:
+    """``i32[n, m * B]``: the siblings (and selves) of ``positives: i32[n, m]``."""
+    return children(dedupe(jnp.where(positives >= 0, positives // B, -1)), B)
+
+
+def man_parents(beam_parents: jax.Array, positive_parents: jax.Array | None = None,
+                n_nodes: int | None = None) -> jax.Array:
+    """``i32[n, p]``: the parents whose children MAN scores, each once (ascending, ``-1``
+    last): the beam's ``i32[n, b]`` and, in training, the positives' ``i32[n, m]``;
+    at most ``n_nodes`` columns (the level's node count: wider can only be padding)."""
+    parents = beam_parents
+    if positive_parents is not None:
+        parents = jnp.concatenate([parents, positive_parents], axis=1)
+    parents = dedupe(parents)
+    return parents if n_nodes is None else parents[:, :n_nodes]
+
+
+def man(beam_parents: jax.Array, B: int, positives: jax.Array | None = None) -> jax.Array:
+    """``i32[n, (b + m) * B]``: children of the beam's parents ``i32[n, b]`` and, when
+    ``positives: i32[n, m]`` (level-``t`` nodes) are given, of the positives' parents."""
+    pp = None if positives is None else jnp.where(positives >= 0, positives // B, -1)
+    return children(man_parents(beam_parents, pp), B)
+
+
+def in_batch(positives: jax.Array, key: jax.Array, r: int) -> jax.Array:
+    """``i32[n, m + r]``: own positives plus ``r`` positives drawn from the whole batch."""
+    flat = positives.reshape(-1)
+    pick = jax.random.randint(key, (positives.shape[0], r), 0, flat.shape[0])
+    return dedupe(jnp.concatenate([positives, flat[pick]], axis=1))
+
+
+def uniform(positives: jax.Array, key: jax.Array, r: int, n_nodes: int) -> jax.Array:
+    """``i32[n, m + r]``: own positives plus ``r`` nodes drawn uniformly from ``[0, n_nodes)``."""
+    drawn = jax.random.randint(key, (positives.shape[0], r), 0, n_nodes, dtype=jnp.int32)
+    return dedupe(jnp.concatenate([positives, drawn], axis=1))

@@ -31,22 +31,23 @@ from dataclasses import dataclass
 import jax
 import scipy.sparse as sp
 
-from jxmc.models import label_embedding as le
-from jxmc.models.base import Method
-from jxmc.types import TopK
+from jxmc.models import base
+from jxmc.models.embedding import core
+from jxmc.models.embedding.bases import plst_basis
+from jxmc.models.embedding.ridge import make_ridge, regress
 
 
 @dataclass(frozen=True)
-class Config(le.Config):
-    """PLST's options: those of :class:`jxmc.models.label_embedding.Config`.
+class Config(core.Config):
+    """PLST's options: those of :class:`jxmc.models.embedding.core.Config`.
 
     Defaults (rank 100, ridge 1.0) reach P@1 62.6 on Bibtex and 65.8 on Delicious
     (experiments/results/label_embedding.md).
     """
 
 
-def fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, seed: int = 0,
-        ckpt=None, progress: bool = True) -> dict:
+def _fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config, *, seed: int, ckpt,
+         progress: bool) -> dict:
     """Fits PLST (closed form: one SVD and one ridge solve).
 
     Args:
@@ -65,17 +66,17 @@ def fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, seed: 
       ValueError: ``X`` and ``Y`` have different row counts.
     """
     del ckpt, progress
-    p, X1, Yc, r = le.prepare(X, Y, config, "plst")
-    _, V = le.plst_basis(p, Yc, r, config, jax.random.PRNGKey(seed))
-    ridge = le.make_ridge(X1, config)
-    W1 = le.regress(p, ridge, V)
-    return le.pack_params(W1, V, p.mu, X.shape[1], config.bias)
+    p, X1, Yc, r = core.setup_problem(X, Y, config, "plst")
+    _, V = plst_basis(p, Yc, r, config, jax.random.PRNGKey(seed))
+    ridge = make_ridge(X1, config)
+    W1 = regress(p, ridge, V)
+    return core.pack_params(W1, V, p.mu, X.shape[1], config.bias)
 
 
-def predict(params: dict, X: sp.csr_matrix, config: Config = Config(), *, k: int = 10) -> TopK:
-    """Top-``k`` labels; see :func:`jxmc.models.label_embedding.predict`."""
-    return le.predict(params, X, config, k=k, name="plst")
 
-
-METHOD = Method("plst", Config, fit, predict,
-                "principal label space transformation: SVD of Y, ridge to the codes (Tai & Lin 2012)")
+METHOD = base.method(
+    "plst", Config, fit=_fit, predict=core.predictor("plst"), prepare=core.prepare, needs_texts=False,
+    supports_mesh=False, predict_fields=core.PREDICT_FIELDS,
+    summary="principal label space transformation: SVD of Y, ridge to the codes (Tai & Lin 2012)")
+fit = METHOD.fit  # fit(X, Y, config=None, *, seed=0, ckpt=None, progress=True)
+predict = METHOD.predict  # predict(params or prepared, X, config=None, *, k=10)

@@ -26,7 +26,7 @@ from the previous iterate, which can only lower it), so ``J`` never increases:
 ``V`` starts from PLST's basis (the top right singular vectors of ``Z``), so the
 first U-step is already a good reduced-rank fit.  Scores decode as
 ``(x^T W + b) V^T + mu`` (``mu = 0`` unless ``center``); see
-:mod:`jxmc.models.label_embedding`.  Prediction holds
+:mod:`jxmc.models.embedding.core`.  Prediction holds
 ``f32[predict_batch_size, L]``: for small and medium ``L``.
 """
 
@@ -43,16 +43,16 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from jxmc.errors import ConfigError
-from jxmc.models import label_embedding as le
-from jxmc.models.base import Method
+from jxmc.models import base
+from jxmc.models.embedding import core
+from jxmc.models.embedding.bases import plst_basis
 from jxmc.ops import linalg
 from jxmc.ops.linalg import mm
-from jxmc.types import TopK
 
 
 @dataclass(frozen=True)
-class Config(le.Config):
-    """LEML's options: those of :class:`jxmc.models.label_embedding.Config`, with
+class Config(core.Config):
+    """LEML's options: those of :class:`jxmc.models.embedding.core.Config`, with
 
     ``ridge`` the ``lam`` of ``lam (||U||^2 + ||V||^2)``, ``center`` off (the
     paper fits ``Y`` itself), and ``cg_iters`` the CG iterations of one U-step
@@ -77,12 +77,12 @@ class Gram(NamedTuple):
 
     Attributes:
       G: f32[d1, d1] ``X1^T X1``.
-      M: f32[d1, L] ``X1^T Z``, or None (then products with ``Z`` go through the sparse data).
+      xtz: f32[d1, L] ``X1^T Z``, or None (then products with ``Z`` go through the sparse data).
       g: f32[d1] eigenvalues of ``G``; Q: f32[d1, d1] its eigenvectors.
     """
 
     G: jax.Array
-    M: jax.Array | None
+    xtz: jax.Array | None
     g: jax.Array
     Q: jax.Array
 
@@ -93,19 +93,19 @@ def _eigh(G):
     return jnp.maximum(g, 0.0), Q
 
 
-def make_gram(p: le.Problem, X1: sp.csr_matrix, Y: sp.csr_matrix, config: Config) -> Gram | None:
-    """The dense :class:`Gram` form when ``d1 <= exact_max_dim`` (``M`` only when also
+def make_gram(p: core.Problem, X1: sp.csr_matrix, Y: sp.csr_matrix, config: Config) -> Gram | None:
+    """The dense :class:`Gram` form when ``d1 <= exact_max_dim`` (``xtz`` only when also
     ``L <= exact_max_dim``), else None (matrix-free CG)."""
     if p.d1 > config.exact_max_dim:
         return None
-    G = jnp.asarray(le.dense_gram(X1))
+    G = jnp.asarray(core.dense_gram(X1))
     g, Q = _eigh(G)
-    M = jnp.asarray(le.dense_xtz(p, X1, Y)) if p.L <= config.exact_max_dim else None
-    return Gram(G, M, g, Q)
+    xtz = jnp.asarray(core.dense_xtz(p, X1, Y)) if p.L <= config.exact_max_dim else None
+    return Gram(G, xtz, g, Q)
 
 
 @jax.jit
-def u_step(p: le.Problem, U: jax.Array, V: jax.Array, gram: Gram | None, *, lam: float,
+def u_step(p: core.Problem, U: jax.Array, V: jax.Array, gram: Gram | None, *, lam: float,
            cg_iters: int, cg_tol: float) -> jax.Array:
     """``argmin_U ||Z - X1 U V^T||^2 + lam ||U||^2`` (exact with ``gram``, else CG from ``U``).
 
@@ -118,10 +118,10 @@ def u_step(p: le.Problem, U: jax.Array, V: jax.Array, gram: Gram | None, *, lam:
     Returns:
       ``U: f32[d1, r]``.
     """
-    if gram is not None and gram.M is not None:
-        B = mm(gram.M, V)  # X1^T Z V: [d1, r]
+    if gram is not None and gram.xtz is not None:
+        B = mm(gram.xtz, V)  # X1^T Z V: [d1, r]
     else:
-        B = le.xt_mul(p, le.z_mul(p, V))
+        B = core.xt_mul(p, core.z_mul(p, V))
     S = mm(V.T, V)
     if gram is not None:
         s, Qv = jnp.linalg.eigh(0.5 * (S + S.T))
@@ -129,28 +129,28 @@ def u_step(p: le.Problem, U: jax.Array, V: jax.Array, gram: Gram | None, *, lam:
         return mm(mm(gram.Q, R), Qv.T)
 
     def op(W):
-        return mm(le.xt_mul(p, le.x_mul(p, W)), S) + lam * W
+        return mm(core.xt_mul(p, core.x_mul(p, W)), S) + lam * W
 
     precond = p.diag[:, None] * jnp.diag(S)[None, :] + lam
     return linalg.cg(op, B, U, precond=precond, iters=cg_iters, tol=cg_tol, columnwise=False)
 
 
-def _products(p: le.Problem, U: jax.Array, gram: Gram | None) -> tuple[jax.Array, jax.Array]:
+def _products(p: core.Problem, U: jax.Array, gram: Gram | None) -> tuple[jax.Array, jax.Array]:
     """``(P^T P: f32[r, r], Z^T P: f32[L, r])`` for ``P = X1 U``."""
-    if gram is not None and gram.M is not None:
-        return mm(U.T, mm(gram.G, U)), mm(gram.M.T, U)
-    P = le.x_mul(p, U)  # [n, r]
-    return mm(P.T, P), le.zt_mul(p, P)
+    if gram is not None and gram.xtz is not None:
+        return mm(U.T, mm(gram.G, U)), mm(gram.xtz.T, U)
+    P = core.x_mul(p, U)  # [n, r]
+    return mm(P.T, P), core.zt_mul(p, P)
 
 
 @jax.jit
-def v_step(p: le.Problem, U: jax.Array, gram: Gram | None, *, lam: float
+def v_step(p: core.Problem, U: jax.Array, gram: Gram | None, *, lam: float
            ) -> tuple[jax.Array, jax.Array]:
     """``argmin_V ||Z - X1 U V^T||^2 + lam ||V||^2`` and the objective ``J(U, V)`` there.
 
     Args:
       U: f32[d1, r].
-      gram: :class:`Gram` (products in Gram form when it holds ``M``) or None.
+      gram: :class:`Gram` (products in Gram form when it holds ``xtz``) or None.
 
     Returns:
       ``(V: f32[L, r], J: f32[])``.
@@ -167,7 +167,7 @@ def _objective(p, U, V, PtP, ZtP, lam):
 
 
 @jax.jit
-def objective(p: le.Problem, U: jax.Array, V: jax.Array, *, lam: float) -> jax.Array:
+def objective(p: core.Problem, U: jax.Array, V: jax.Array, *, lam: float) -> jax.Array:
     """``J(U, V) = ||Z - X1 U V^T||_F^2 + lam (||U||_F^2 + ||V||_F^2)`` without forming ``Z``.
 
     ``||Z - P V^T||^2 = ||Z||^2 - 2 <Z^T P, V> + <P^T P, V^T V>`` with ``P = X1 U``.
@@ -196,11 +196,11 @@ def alternate(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, 
     Raises:
       ConfigError: bad options or over ``memory_budget_gb``.
     """
-    p, X1, Yc, r = le.prepare(X, Y, config, "leml")
+    p, X1, Yc, r = core.setup_problem(X, Y, config, "leml")
     gram = make_gram(p, X1, Yc, config)
     if start is None:
         it0 = 0
-        _, V = le.plst_basis(p, Yc, r, config, jax.random.PRNGKey(seed))
+        _, V = plst_basis(p, Yc, r, config, jax.random.PRNGKey(seed))
         U = jnp.zeros((p.d1, r), jnp.float32)
     else:
         it0, U, V = start[0], jnp.asarray(start[1]), jnp.asarray(start[2])
@@ -212,8 +212,8 @@ def alternate(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, 
         yield it + 1, U, V, float(J)
 
 
-def fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, seed: int = 0,
-        ckpt=None, progress: bool = True) -> dict:
+def _fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config, *, seed: int, ckpt,
+         progress: bool) -> dict:
     """Fits LEML by ``config.iters`` alternations.
 
     Args:
@@ -254,13 +254,13 @@ def fit(X: sp.csr_matrix, Y: sp.csr_matrix, config: Config = Config(), *, seed: 
         U, V = start[1], start[2]
     mu = np.asarray(Y.sum(axis=0), np.float64).ravel() / max(Y.shape[0], 1) if config.center \
         else np.zeros(Y.shape[1])
-    return le.pack_params(U, V, mu, X.shape[1], config.bias)
+    return core.pack_params(U, V, mu, X.shape[1], config.bias)
 
 
-def predict(params: dict, X: sp.csr_matrix, config: Config = Config(), *, k: int = 10) -> TopK:
-    """Top-``k`` labels by ``(x^T W + b) V^T + mu``; see :func:`jxmc.models.label_embedding.predict`."""
-    return le.predict(params, X, config, k=k, name="leml")
 
-
-METHOD = Method("leml", Config, fit, predict,
-                "low-rank W = U V^T by alternating ridge steps (Yu, Jain, Kar & Dhillon 2014)")
+METHOD = base.method(
+    "leml", Config, fit=_fit, predict=core.predictor("leml"), prepare=core.prepare, needs_texts=False,
+    supports_mesh=False, predict_fields=core.PREDICT_FIELDS,
+    summary="low-rank W = U V^T by alternating ridge steps (Yu, Jain, Kar & Dhillon 2014)")
+fit = METHOD.fit  # fit(X, Y, config=None, *, seed=0, ckpt=None, progress=True)
+predict = METHOD.predict  # predict(params or prepared, X, config=None, *, k=10)

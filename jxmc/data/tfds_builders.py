@@ -1,8 +1,10 @@
 """TensorFlow Datasets builders for XMC data: ``xc_repository`` and ``xmc_text``.
 
-Use them through :mod:`jxmc.data.tfds` (``build``, ``load_tfds``, ``data_source``),
-which documents the sources, the record layout and the download instructions.
-Importing this package needs ``tensorflow-datasets`` and ``array-record``
+Build with :func:`jxmc.data.tfds_build.build`, read with :mod:`jxmc.data.tfds`
+(``load_tfds``, ``data_source``), which documents the sources, the record layout
+and the download instructions; the source folders are read by
+:func:`jxmc.data.sources.read_xc_source` and :func:`jxmc.data.text.read_text_split`.
+Importing this module needs ``tensorflow-datasets`` and ``array-record``
 (``pip install 'jxmc[tfds]'``), not TensorFlow: building with
 ``file_format="array_record"`` and reading with ``tfds.data_source`` run on
 numpy alone.
@@ -21,10 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import warnings
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,21 +32,19 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from jxmc.data import text, xc
-from jxmc.data.batches import csr_to_ell, labels_to_padded, max_row_nnz
+from jxmc.data.catalog import XC_DATASETS, XC_URL
+from jxmc.data.sources import XcSource, read_xc_source
 from jxmc.errors import DataError
-from jxmc.fileio import COMPRESSED_SUFFIXES, find_file, read_lines
+from jxmc.fileio import find_file
+from jxmc.ops.ids import csr_to_padded
+from jxmc.ops.sparse import csr_to_ell, max_row_nnz
 
 __all__ = [
-    "XC_HOMEPAGE",
     "XcRepository",
     "XcRepositoryConfig",
-    "XcSource",
     "XmcText",
     "XmcTextConfig",
-    "read_xc_source",
 ]
-
-XC_HOMEPAGE = "http://manikvarma.org/downloads/XC/XMLRepository.html"
 
 XC_CITATION = """\
 @misc{Bhatia16,
@@ -59,7 +57,7 @@ XC_CITATION = """\
 
 XC_INSTRUCTIONS = f"""\
 Download the dataset's "BoW Features" archive from the Extreme Classification
-Repository ({XC_HOMEPAGE}, table "Multi-label Datasets"), unpack it, and pass the
+Repository ({XC_URL}, table "Multi-label Datasets"), unpack it, and pass the
 folder that holds its files as `source_dir` (default:
 <data_dir>/downloads/manual/<config name>). Files may stay .gz/.xz/.bz2 compressed.
 Recognised layouts, tried in this order:
@@ -71,154 +69,12 @@ Recognised layouts, tried in this order:
       of one random train/test split; config field `split_index` picks the column)
 """
 
-#: The recognised XC layouts, for one-line error messages.
-XC_LAYOUTS = ("train.txt + test.txt; trn_X_Xf.txt + trn_X_Y.txt + tst_X_Xf.txt + tst_X_Y.txt; "
-              "PREFIX_train.txt + PREFIX_test.txt; NAME_data.txt + NAME_trSplit.txt + "
-              "NAME_tstSplit.txt (each plain, .gz, .xz or .bz2)")
-
 TEXT_INSTRUCTIONS = """\
 A folder in the raw-text layout of AttentionXML / LightXML / CascadeXML:
 {train,test}_texts.txt (one document per line) and {train,test}_labels.txt
 (space-separated label names, aligned line by line), each plain or .gz/.xz/.bz2.
 Pass it as `source_dir` (default: <data_dir>/downloads/manual/<config name>).
 """
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-class XcSource(NamedTuple):
-    """The train and test splits of an XC data set as jxmc's XC reader returns them.
-
-    Attributes:
-      train, test: :class:`jxmc.data.xc.XCData` (``X: csr f32[n, d]`` as in the
-        files, not normalised; ``Y: csr f32[n, L]``).
-      layout: which layout was found (``"xc"``, ``"xc-split"``, ``"xc-prefix"``,
-        ``"xc-data+splits"``).
-      files: the base names of the files that were read.
-    """
-
-    train: xc.XCData
-    test: xc.XCData
-    layout: str
-    files: tuple[str, ...]
-
-
-def _strip_compression(name: str) -> str:
-    for suffix in COMPRESSED_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _listing(folder: str) -> dict[str, str]:
-    """``{name without compression suffix: path}`` of the files in ``folder`` (plain first)."""
-    out: dict[str, str] = {}
-    for name in sorted(os.listdir(folder), key=lambda n: (_strip_compression(n), len(n))):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            out.setdefault(_strip_compression(name), path)
-    return out
-
-
-def _unique_match(folder: str, files: dict[str, str], pattern: str, members: int,
-                  what: str) -> dict[str, str]:
-    """Groups files by the prefix captured by ``pattern``; returns the one group or {}."""
-    groups: dict[str, dict[str, str]] = {}
-    for stem, path in files.items():
-        m = re.fullmatch(pattern, stem)
-        if m:
-            # prefixes and kinds ignore case: Bibtex_data.txt goes with bibtex_trSplit.txt
-            groups.setdefault(m.group(1).lower(), {})[m.group(2).lower()] = path
-    full = {p: g for p, g in groups.items() if len(g) == members}
-    if len(full) > 1:
-        raise DataError(folder, None, f"several {what} file sets: {', '.join(sorted(full))}; "
-                        "keep one data set per folder")
-    return next(iter(full.values()), {})
-
-
-def _read_split_column(path: str, column: int, n_points: int) -> np.ndarray:
-    """Column ``column`` of an XC ``_trSplit.txt`` / ``_tstSplit.txt`` file, as 0-based rows."""
-    rows = []
-    for lineno, line in read_lines(path):
-        parts = line.split()
-        if not parts:
-            continue
-        if column >= len(parts):
-            raise DataError(path, lineno,
-                            f"split_index {column} but the line has {len(parts)} columns")
-        try:
-            value = int(parts[column])
-        except ValueError:
-            raise DataError(path, lineno,
-                            f"{parts[column]!r} is not an integer row number") from None
-        if not 1 <= value <= n_points:
-            raise DataError(path, lineno, f"row {value} outside 1..{n_points} (1-based)")
-        rows.append(value - 1)
-    if not rows:
-        raise DataError(path, None, "empty split file")
-    return np.asarray(rows, np.int64)
-
-
-def _rows(data: xc.XCData, rows: np.ndarray) -> xc.XCData:
-    X, Y = data.X[rows], data.Y[rows]
-    X.sort_indices()
-    Y.sort_indices()
-    return xc.XCData(X, Y, data.n_features, data.n_labels)
-
-
-def read_xc_source(folder: str | os.PathLike, *, split_index: int = 0) -> XcSource:
-    """Reads an XC data set folder in any layout of ``XC_INSTRUCTIONS``.
-
-    Args:
-      folder: the unpacked download.
-      split_index: for the ``NAME_data.txt`` layout, the column of the split files.
-
-    Returns:
-      :class:`XcSource`, each split read by :func:`jxmc.data.xc.read_xc` or
-      :func:`jxmc.data.xc.read_xc_split`, so its arrays are exactly what
-      :func:`jxmc.data.dataset.load_dataset` reads before normalisation.
-
-    Raises:
-      DataError: no recognised layout (the message lists them), unreadable or
-        malformed files, or train and test that disagree on ``d`` or ``L``.
-    """
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise DataError(folder, None, f"source folder not found; download the set's \"BoW "
-                        f"Features\" from {XC_HOMEPAGE} and unpack it there")
-    tr_path, te_path = find_file(folder, "train.txt"), find_file(folder, "test.txt")
-    split_files = [find_file(folder, s) for s in ("trn_X_Xf.txt", "trn_X_Y.txt", "tst_X_Xf.txt",
-                                                  "tst_X_Y.txt")]
-    files = _listing(folder)
-    if tr_path and te_path:
-        layout, tr, te, used = "xc", xc.read_xc(tr_path), xc.read_xc(te_path), (tr_path, te_path)
-    elif all(split_files):
-        layout = "xc-split"
-        tr = xc.read_xc_split(split_files[0], split_files[1])
-        te = xc.read_xc_split(split_files[2], split_files[3])
-        used = tuple(split_files)
-    elif group := _unique_match(folder, files, r"(.+)_(train|test)\.txt", 2,
-                                "PREFIX_train/test"):
-        layout, used = "xc-prefix", (group["train"], group["test"])
-        tr, te = xc.read_xc(group["train"]), xc.read_xc(group["test"])
-    elif group := _unique_match(folder, files, r"(?i)(.+?)_?(data|trsplit|tstsplit)\.txt", 3,
-                                "NAME_data/trSplit/tstSplit"):
-        layout = "xc-data+splits"
-        used = (group["data"], group["trsplit"], group["tstsplit"])
-        data = xc.read_xc(group["data"])
-        n = data.X.shape[0]
-        tr = _rows(data, _read_split_column(group["trsplit"], split_index, n))
-        te = _rows(data, _read_split_column(group["tstsplit"], split_index, n))
-    else:
-        raise DataError(folder, None, f"no XC data set layout recognised; expected {XC_LAYOUTS}")
-    if te.X.shape[1] != tr.X.shape[1]:
-        raise DataError(used[-1], 1,
-                        f"test has {te.X.shape[1]} features but train has {tr.X.shape[1]}")
-    if te.Y.shape[1] != tr.Y.shape[1]:
-        raise DataError(used[-1], 1,
-                        f"test has {te.Y.shape[1]} labels but train has {tr.Y.shape[1]}")
-    return XcSource(tr, te, layout, tuple(os.path.basename(p) for p in used))
 
 
 # ----------------------------------------------------------------------------- xc_repository
@@ -234,11 +90,11 @@ class XcRepositoryConfig(tfds.core.BuilderConfig):
     """A data set in XC sparse format.
 
     Attributes:
-      dataset: the key of :data:`jxmc.data.tfds.XC_DATASETS` whose published sizes
+      dataset: the key of :data:`jxmc.data.catalog.XC_DATASETS` whose published sizes
         are checked (a warning when they differ); None for any other XC-format set.
       max_nnz: ``z``, non-zeros kept per row; None keeps every one (``z`` = the
         widest row of train and test).  Longer rows keep their ``z`` entries of
-        largest magnitude (:func:`jxmc.data.batches.csr_to_ell`).
+        largest magnitude (:func:`jxmc.ops.sparse.csr_to_ell`).
       split_index: the split column for the ``NAME_data.txt`` layout.
     """
 
@@ -248,8 +104,6 @@ class XcRepositoryConfig(tfds.core.BuilderConfig):
 
 
 def _xc_configs() -> list[XcRepositoryConfig]:
-    from jxmc.data.tfds import XC_DATASETS  # the registry lives with the public API
-
     return [XcRepositoryConfig(name=key, dataset=key, description=f"{info.title}: {info.summary}")
             for key, info in XC_DATASETS.items()]
 
@@ -343,7 +197,7 @@ class XcRepository(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             }
         return tfds.core.DatasetInfo(
             builder=self, description=cfg.description or "An XC-format sparse data set.",
-            features=features, homepage=XC_HOMEPAGE, citation=XC_CITATION,
+            features=features, homepage=XC_URL, citation=XC_CITATION,
             disable_shuffling=True, metadata=tfds.core.MetadataDict(metadata))
 
     def _split_generators(self, dl_manager):
@@ -359,15 +213,13 @@ class XcRepository(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         for start in range(0, split.X.shape[0], chunk):
             rows = slice(start, min(start + chunk, split.X.shape[0]))
             x = csr_to_ell(split.X[rows], z)
-            labels = labels_to_padded(Y[rows], m)
+            labels = csr_to_padded(Y[rows], m)
             for i in range(x.indices.shape[0]):
                 yield start + i, {"indices": x.indices[i], "values": x.values[i],
                                   "labels": labels[i]}
 
 
 def _check_published(dataset: str, src: XcSource, folder: str) -> None:
-    from jxmc.data.tfds import XC_DATASETS
-
     info = XC_DATASETS.get(dataset)
     if info is None:
         return

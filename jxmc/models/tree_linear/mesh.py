@@ -2,26 +2,28 @@
 
 Prediction (:func:`beam`).  Every level's stored rankers (CSR over parents,
 :mod:`jxmc.ops.sparse_weights`, after :func:`~jxmc.ops.sparse_weights.scoring_layout`'s
-light/heavy split) are cut into ``M`` contiguous parent ranges ``[lo_m, hi_m)``,
-one per ``model`` shard, each padded to the same array sizes (:func:`split_level`),
-so a device holds about ``1 / M`` of the model.  Under ``jax.shard_map`` each
-device runs the whole beam search (:func:`jxmc.tree.beam.beam_search`) for its
-``n / D`` queries; at each level it scores the children of the beam parents it
-owns and contributes 0 for the others, and a ``psum`` over ``model`` of the
-``f32[n / D, b, B_l]`` child scores combines them.  Every candidate has exactly one
-owner, so the sum adds exact zeros: the scores, hence the beam and the top-``k``,
-are the single-device ones.  The only collective moves ``n / D x b x B_l`` scores
-per level (never the scores of all labels); the beam's top-``b`` then runs,
-identically, on every ``model`` shard.  (The per-level label-parallel layout of
-a tree's rankers is jxmc issue 5's; the combine is Megatron-LM's row-parallel
-``all-reduce``, Shoeybi et al., arXiv:1909.08053, Section 3.)
+split into packed slots and dense rows) are cut into ``n_model`` contiguous parent
+ranges ``[lo_m, hi_m)``, one per ``model`` shard, each padded to the same array
+sizes (:func:`split_level`), so a device holds about ``1 / n_model`` of the model.
+Under ``jax.shard_map`` each device runs the whole beam search
+(:func:`jxmc.tree.beam.beam_search`) for its ``n / n_data`` queries; at each level
+it scores the children of the beam parents it owns and contributes 0 for the
+others, and a ``psum`` over ``model`` of the ``f32[n / n_data, b, B_l]`` child
+scores combines them.  Every candidate has exactly one owner, so the sum adds
+exact zeros: the scores, hence the beam and the top-``k``, are the single-device
+ones (:mod:`jxmc.models.tree_linear.scoring`).  The only collective moves
+``n / n_data x b x B_l`` scores per level (never the scores of all labels); the
+beam's top-``b`` then runs, identically, on every ``model`` shard.  (The per-level
+label-parallel layout of a tree's rankers is jxmc issue 5's; the combine is
+Megatron-LM's row-parallel ``all-reduce``, Shoeybi et al., arXiv:1909.08053,
+Section 3.)
 
 Training (:func:`solver_devices`).  PECOS's dual coordinate descent visits a
 parent's instances one after another (:mod:`jxmc.ops.svm_dual`), so points are
 not split: the ``data`` axis has no role in the solver.  The rankers are
-solved in chunks of parents (:func:`jxmc.models.rankers.train_level`) and the
-chunks run side by side on the mesh's devices -- every device of this process
-takes whole chunks (``model`` first, then the ``data`` rows' devices take
+solved in chunks of parents (:func:`jxmc.models.tree_linear.rankers.train_level`)
+and the chunks run side by side on the mesh's devices -- every device of this
+process takes whole chunks (``model`` first, then the ``data`` rows' devices take
 further chunks).  The chunk plan and each chunk's PRNG key do not depend on the
 devices, so the trained model is bit-identical to the single-device one.  Across
 hosts every process solves every chunk on its own devices (the same model in
@@ -40,8 +42,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jxmc import sharding as S
-from jxmc.models import xr_linear as xr
-from jxmc.ops import sparse_weights as sw
+from jxmc.models.tree_linear import scoring
+from jxmc.models.tree_linear.scoring import ScoringLevels
 from jxmc.tree.beam import beam_search
 from jxmc.tree.label_tree import has_copies
 from jxmc.types import TopK
@@ -49,7 +51,7 @@ from jxmc.types import TopK
 
 def solver_devices(mesh: Mesh) -> list[jax.Device]:
     """The devices of ``mesh`` that this process drives, in mesh order (``model``
-    fastest): where :func:`jxmc.models.rankers.train_level` runs its chunks."""
+    fastest): where :func:`jxmc.models.tree_linear.rankers.train_level` runs its chunks."""
     me = jax.process_index()
     return [d for d in np.asarray(mesh.devices).flat if d.process_index == me]
 
@@ -58,8 +60,8 @@ def solver_devices(mesh: Mesh) -> list[jax.Device]:
 
 
 def parent_bounds(cost: np.ndarray, n_shards: int) -> np.ndarray:
-    """``i64[M + 1]`` cuts of ``K`` parents into ``M`` contiguous ranges of about equal
-    summed ``cost: f[K]`` (non-decreasing, ``0`` first, ``K`` last)."""
+    """``i64[n_shards + 1]`` cuts of ``K`` parents into ``n_shards`` contiguous ranges of
+    about equal summed ``cost: f[K]`` (non-decreasing, ``0`` first, ``K`` last)."""
     K = len(cost)
     cum = np.concatenate([[0.0], np.cumsum(np.asarray(cost, np.float64))])
     targets = cum[-1] * np.arange(1, n_shards) / n_shards
@@ -68,37 +70,38 @@ def parent_bounds(cost: np.ndarray, n_shards: int) -> np.ndarray:
 
 
 def balanced_bounds(sizes: np.ndarray, weights: np.ndarray, n_shards: int) -> np.ndarray:
-    """Contiguous cuts of ``K`` parents into ``M`` ranges for arrays padded to equal shards.
+    """Contiguous cuts of ``K`` parents into ``n_shards`` ranges for arrays padded to
+    equal shards.
 
     Every part of a level is padded to its largest shard, so a device holds
     ``sum_j weights[j] * max_m (sizes[:, j] summed over range m)`` bytes.  Starts
     from :func:`parent_bounds` of the summed bytes and moves single cuts (in steps
-    of ``K / 4M`` halved down to 1) while that padded total falls.
+    of ``K / (4 n_shards)`` halved down to 1) while that padded total falls.
 
     Args:
       sizes: ``f[K, J]`` per-parent sizes of ``J`` parts (slots, weights, ...).
       weights: ``f[J]`` bytes per unit of each part.
-      n_shards: ``M``.
+      n_shards: the ``model`` shards.
 
     Returns:
-      ``i64[M + 1]`` non-decreasing cuts, ``0`` first and ``K`` last.
+      ``i64[n_shards + 1]`` non-decreasing cuts, ``0`` first and ``K`` last.
     """
     sizes = np.asarray(sizes, np.float64)
     weights = np.asarray(weights, np.float64)
-    K, M = sizes.shape[0], n_shards
+    K = sizes.shape[0]
     prefix = np.vstack([np.zeros((1, sizes.shape[1])), np.cumsum(sizes, axis=0)])
 
     def padded(b):
         return float((np.diff(prefix[b], axis=0).max(axis=0) * weights).sum())
 
-    bounds = parent_bounds(sizes @ weights + 1e-3, M)  # + a little: empty parents spread too
+    bounds = parent_bounds(sizes @ weights + 1e-3, n_shards)  # + a little: empty parents spread
     best = padded(bounds)
-    step = max(1, K // (4 * M))
+    step = max(1, K // (4 * n_shards))
     while step >= 1:
         improved = True
         while improved:
             improved = False
-            for i in range(1, M):
+            for i in range(1, n_shards):
                 for move in (-step, step):
                     trial = bounds.copy()
                     trial[i] += move
@@ -122,7 +125,7 @@ def _split_csr(part: dict, bounds: np.ndarray, keys: tuple[str, ...]) -> dict:
     ``slot_ptr``/``children``/``values`` when present) by parent ranges; every
     shard padded to the same sizes.  Returns arrays with a leading shard axis."""
     indptr = np.asarray(part["indptr"], np.int64)
-    M = len(bounds) - 1
+    n_shards = len(bounds) - 1
     lo, hi = bounds[:-1], bounds[1:]
     s0, s1 = indptr[lo], indptr[hi]
     n_par = int((hi - lo).max(initial=0))
@@ -141,70 +144,65 @@ def _split_csr(part: dict, bounds: np.ndarray, keys: tuple[str, ...]) -> dict:
         for key in ("children", "values"):
             arr = np.asarray(part[key])
             out[key] = np.stack([_pad(arr[a:b], n_ent) for a, b in zip(e0, e1, strict=True)])
-    assert all(v.shape[0] == M for v in out.values())
+    assert all(v.shape[0] == n_shards for v in out.values())
     return out
 
 
-def split_level(light: dict | None, heavy: dict | None, n_parents: int, n_children: int,
+def split_level(packed: dict | None, dense: dict | None, n_parents: int, n_children: int,
                 n_shards: int):
     """One level's scoring layout cut into ``n_shards`` contiguous parent ranges.
 
     Args:
-      light, heavy: :func:`jxmc.ops.sparse_weights.scoring_layout`'s parts (either
+      packed, dense: :func:`jxmc.ops.sparse_weights.scoring_layout`'s parts (either
         may be None; both cover the same ``n_parents`` parents).
       n_children: ``B_l``.
-      n_shards: ``M``.
+      n_shards: the ``model`` shards.
 
     Returns:
-      ``(light, heavy, ranges)``: the parts with a leading shard axis ``[M, ...]``
-      (each shard's own CSR, local parent ids ``0 .. hi_m - lo_m``), and
-      ``ranges: i32[M, 2]`` the ``(lo_m, hi_m)`` of every shard, cut by
-      :func:`balanced_bounds` (a level with fewer parents than shards leaves
-      some shards empty: they hold padding only).
+      ``(packed, dense, ranges)``: the parts with a leading shard axis
+      ``[n_shards, ...]`` (each shard's own CSR, local parent ids
+      ``0 .. hi_m - lo_m``), and ``ranges: i32[n_shards, 2]`` the ``(lo_m, hi_m)``
+      of every shard, cut by :func:`balanced_bounds` (a level with fewer parents
+      than shards leaves some shards empty: they hold padding only).
     """
     sizes, weights = [np.ones(n_parents)], [4.0]  # indptr
-    if light is not None:
-        ip = np.asarray(light["indptr"], np.int64)
-        ptr = np.asarray(light["slot_ptr"], np.int64)
-        child_bytes = np.asarray(light["children"]).dtype.itemsize
+    if packed is not None:
+        ip = np.asarray(packed["indptr"], np.int64)
+        ptr = np.asarray(packed["slot_ptr"], np.int64)
+        child_bytes = np.asarray(packed["children"]).dtype.itemsize
         sizes += [np.diff(ip), ptr[ip[1:]] - ptr[ip[:-1]]]
         weights += [8.0, 4.0 + child_bytes]  # features + slot_ptr; values + children
-    if heavy is not None:
-        sizes.append(np.diff(np.asarray(heavy["indptr"], np.int64)))
+    if dense is not None:
+        sizes.append(np.diff(np.asarray(dense["indptr"], np.int64)))
         weights.append(4.0 + 4.0 * n_children)  # features + a dense row
     bounds = balanced_bounds(np.stack(sizes, axis=1), np.asarray(weights), n_shards)
     ranges = np.stack([bounds[:-1], bounds[1:]], axis=1).astype(np.int32)
-    out_light = None if light is None else _split_csr(light, bounds, ("features",))
-    out_heavy = None if heavy is None else _split_csr(heavy, bounds, ("features", "rows"))
-    return out_light, out_heavy, ranges
+    out_packed = None if packed is None else _split_csr(packed, bounds, ("features",))
+    out_dense = None if dense is None else _split_csr(dense, bounds, ("features", "rows"))
+    return out_packed, out_dense, ranges
 
 
-def sharded_levels(params, D: int, mesh: Mesh):
-    """The first ``D`` levels, laid out by :func:`split_level` and placed on ``mesh``
-    (shard axis on ``model``, replicated on ``data``); kept by
-    :func:`jxmc.models.xr_linear.prepared`.
+def sharded_levels(params, depth: int, mesh: Mesh) -> ScoringLevels:
+    """The first ``depth`` levels, laid out by :func:`split_level` and placed on ``mesh``
+    (shard axis on ``model``, replicated on ``data``).
 
     Returns:
-      ``(shapes, levels)``: the static scoring shapes per level (as the
-      single-device ones: maxima over the whole level) and per level
-      ``(light, heavy, ranges)`` of global arrays.
+      :class:`~jxmc.models.tree_linear.scoring.ScoringLevels`: the static scoring
+      shapes per level (as the single-device ones: maxima over the whole level)
+      and per level ``(packed, dense, ranges)`` of global arrays.
     """
-    def make():
-        tree = xr._tree_of(params)
-        M = mesh.shape[S.MODEL]
-        sizes = (1,) + tree.level_sizes()
-        on_model = S.label_sharding(mesh)
-        shapes, levels = [], []
-        for i in range(1, D + 1):
-            lv = params["levels"][f"level_{i}"]
-            B = tree.branching[i - 1]
-            light, heavy, sh = sw.scoring_layout({k_: lv[k_] for k_ in xr.LEVEL_KEYS}, B)
-            parts = split_level(light, heavy, sizes[i - 1], B, M)
-            shapes.append(sh)
-            levels.append(S.put(parts, jax.tree.map(lambda _: on_model, parts)))
-        return tuple(shapes), levels
-
-    return xr.prepared((id(params), D, mesh), params, make)
+    tree = scoring.tree_of(params)
+    n_model = mesh.shape[S.MODEL]
+    sizes = (1,) + tree.level_sizes()
+    on_model = S.label_sharding(mesh)
+    shapes, levels = [], []
+    for i in range(1, depth + 1):
+        B = tree.branching[i - 1]
+        packed, dense, sh = scoring.host_layout(params, i, B)
+        parts = split_level(packed, dense, sizes[i - 1], B, n_model)
+        shapes.append(sh)
+        levels.append(S.put(parts, jax.tree.map(lambda _: on_model, parts)))
+    return ScoringLevels(tuple(shapes), levels)
 
 
 # ---------------------------------------------------------------------------- beam search
@@ -217,7 +215,7 @@ def beam_batch(levels, perm, q_idx, q_val, *, mesh, branching, shapes, beam, k, 
     """Beam search of one batch on ``mesh`` (module docstring).
 
     Args:
-      levels: :func:`sharded_levels`' per-level ``(light, heavy, ranges)``.
+      levels: :func:`sharded_levels`' per-level ``(packed, dense, ranges)``.
       perm: ``i32[K_D]`` label at each leaf position (replicated).
       q_idx, q_val: ``i32[n, z]``, ``f32[n, z]`` ELL queries with the bias feature,
         ``n`` a multiple of the ``data`` size, split on ``data``.
@@ -230,11 +228,11 @@ def beam_batch(levels, perm, q_idx, q_val, *, mesh, branching, shapes, beam, k, 
         levels = jax.tree.map(lambda a: a[0], levels)  # this shard's block
 
         def score(level, parents):
-            light, heavy, ranges = levels[level - 1]
+            packed, dense, ranges = levels[level - 1]
             own = (parents >= ranges[0]) & (parents < ranges[1])
             mine = jnp.where(own, parents - ranges[0], -1)  # not owned: scores 0
-            out = xr.level_scores(light, heavy, shapes[level - 1], q_idx, q_val, mine,
-                                  branching[level - 1])
+            out = scoring.level_scores(packed, dense, shapes[level - 1], q_idx, q_val, mine,
+                                       branching[level - 1])
             return jax.lax.psum(out, S.MODEL)  # one owner per candidate: an exact sum
 
         ids_perm = perm if leaf_ids else jnp.arange(int(np.prod(branching)), dtype=jnp.int32)
@@ -248,25 +246,27 @@ def beam_batch(levels, perm, q_idx, q_val, *, mesh, branching, shapes, beam, k, 
                          out_specs=P(S.DATA), check_vma=False)(levels, perm, q_idx, q_val)
 
 
-def beam(params, Xb: sp.csr_matrix, config, *, mesh: Mesh, k: int | None = None,
-         upto: int | None = None) -> TopK:
-    """:func:`jxmc.models.xr_linear._beam` on ``mesh``: the same batches
-    (:func:`jxmc.models.xr_linear.beam_batches`) with ``D`` times as many queries
-    per step, split on ``data``.  Returns numpy arrays (in every process)."""
-    tree = xr._tree_of(params)
+def beam(params, levels: ScoringLevels, Xb: sp.csr_matrix, config, *, mesh: Mesh,
+         k: int | None = None, upto: int | None = None) -> TopK:
+    """:func:`jxmc.models.tree_linear.scoring.beam` on ``mesh`` with ``levels`` from
+    :func:`sharded_levels`: the same batches (:func:`~jxmc.models.tree_linear.scoring.beam_batches`)
+    with ``n_data`` (the ``data`` axis' size) times as many queries per step, split
+    on ``data``.  Returns numpy arrays (in every process)."""
+    tree = scoring.tree_of(params)
     depth = tree.depth if upto is None else upto
     branching = tree.branching[:depth]
-    shapes, dev = sharded_levels(params, depth, mesh)
+    levels = levels.upto(depth)
     perm = S.put(np.asarray(tree.perm if upto is None else np.zeros(1, np.int32), np.int32),
                  S.replicated(mesh))
     k = config.beam_size if k is None else k
     merge = upto is None and has_copies(tree)
 
     def run(qi, qv):
-        out = S.to_host(beam_batch(dev, perm, *S.shard_batch((qi, qv), mesh), mesh=mesh,
-                                   branching=branching, shapes=shapes, beam=config.beam_size,
-                                   k=k, leaf_ids=upto is None, transform=config.transform,
-                                   merge=merge))
+        out = S.to_host(beam_batch(levels.arrays, perm, *S.shard_batch((qi, qv), mesh),
+                                   mesh=mesh, branching=branching, shapes=levels.shapes,
+                                   beam=config.beam_size, k=k, leaf_ids=upto is None,
+                                   transform=config.transform, merge=merge))
         return out.ids, out.scores
 
-    return xr.beam_batches(Xb, config, shapes, branching, k, run, n_data=mesh.shape[S.DATA])
+    return scoring.beam_batches(Xb, config, levels.shapes, branching, k, run,
+                                n_data=mesh.shape[S.DATA])

@@ -8,7 +8,7 @@ optionally MAN).  :func:`train_level` builds every parent's feature support
 parents, drops weights under ``threshold`` (PECOS's 0.1) and returns the level
 in its compressed form (:func:`jxmc.ops.sparse_weights.assemble_level`).
 
-Two solvers of the same problem (``L2R_L2LOSS_SVC``, ``Cp = Cn = C``):
+Two solvers of the same problem (``L2R_L2LOSS_SVC``, ``Cp = Cn = cost``):
 
 * ``"dual-cd"`` (default): PECOS's own algorithm, dual coordinate descent, every
   parent's instances in sequence and the parents in lanes side by side
@@ -37,6 +37,7 @@ import scipy.sparse as sp
 
 from jxmc.ops import sparse_weights as sw
 from jxmc.ops import svm_dual
+from jxmc.ops.ids import pow2
 from jxmc.ops.svm import solve_squared_hinge
 from jxmc.tree.label_tree import LabelTree
 from jxmc.tree.shortlist import pair_targets, training_pairs
@@ -45,10 +46,11 @@ SOLVERS = ("dual-cd", "newton")
 
 
 class Options(NamedTuple):
-    """How the rankers of a level are solved (the fields of ``xr_linear.Config``)."""
+    """How the rankers of a level are solved (the fields of
+    :class:`jxmc.models.tree_linear.xr_linear.Config` of the same names)."""
 
     solver: str = "dual-cd"  # "dual-cd" or "newton" (module docstring)
-    C: float = 1.0  # squared-hinge loss weight (PECOS Cp = Cn = 1)
+    cost: float = 1.0  # squared-hinge loss weight, liblinear's C (PECOS Cp = Cn = 1)
     threshold: float = 0.1  # weights with |w| below this are dropped (PECOS 0.1)
     eps: float = 0.1  # dual-cd: stop at this projected-gradient range (liblinear / PECOS 0.1)
     max_epochs: int = 20  # dual-cd: passes over the instances at most
@@ -72,7 +74,7 @@ def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int
 
     Args:
       Xb: ``csr f32[n, d + 1]`` features with the bias column
-        (:func:`jxmc.ops.sparse_weights.add_bias`).
+        (:func:`jxmc.ops.sparse.add_bias`).
       Y: ``csr f32[n, L]`` positives.
       tree: the label tree.
       options: :class:`Options` (default: ``Options()``).
@@ -80,7 +82,7 @@ def train_level(Xb: sp.csr_matrix, Y: sp.csr_matrix, tree: LabelTree, level: int
         MAN pairs (``None``: TFN only).
       seed: seeds dual-cd's per-epoch shuffles.
       devices: where dual-cd runs its chunks side by side (default
-        ``jax.local_devices()``; a mesh's: :func:`jxmc.models.xr_linear_mesh.solver_devices`);
+        ``jax.local_devices()``; a mesh's: :func:`jxmc.models.tree_linear.mesh.solver_devices`);
         the result does not depend on them.  Newton runs on the default device.
       pool: a :class:`DevicePool` to share with other levels trained at the same
         time (default: one over ``devices`` for this call).
@@ -240,7 +242,7 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
     seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, len(plan))
     # a chunk's cost (us): its steps (the longest lane) times a step's, every epoch;
     # the level's chunks share one program (one compilation per device)
-    cost = step_us(n_lanes, width, B) * options.max_epochs
+    step_cost = step_us(n_lanes, width, B) * options.max_epochs
     program = ("dual-cd", n_lanes, width, B, options.max_epochs, tuple(sorted(caps.items())))
     # chunks run side by side on the backend's devices (the host's cores, jxmc.devices)
     # or a mesh's, each on the device where it would finish first (levels trained at
@@ -262,7 +264,7 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
                 local[parent[pr]].astype(np.int32), y[pr], mask[pr], int(s_par[ps].sum()) + 1,
                 n_lanes=n_lanes, width=width, seed=seed + i)
             fn = functools.partial(_solve_chunk, c, int(seeds[i]), caps, options)
-            futures[pool.submit(c.sched.shape[0] * cost, fn, program=program)] = ps
+            futures[pool.submit(c.sched.shape[0] * step_cost, fn, program=program)] = ps
             del c, fn, es, pr, eu
         # the chunks hold their own copies of the entries: free the level's (memory peak)
         del slot, val, pair, parent, y, mask
@@ -280,8 +282,8 @@ def _dual_cd(data, off, s_par, p_par, options: Options, row_nnz, seed: int, devi
 def _solve_chunk(chunk, seed: int, caps, options: Options, device) -> np.ndarray:
     walks = svm_dual.epoch_walks(chunk.length, options.max_epochs, seed)
     arrays = jax.device_put((svm_dual.pad_chunk(chunk, **caps), walks), device)
-    W, _ = svm_dual.solve_dual_cd(*arrays, options.max_epochs, C=options.C, eps=options.eps,
-                                  n_slots=int(caps["n_slots"]))
+    W, _ = svm_dual.solve_dual_cd(*arrays, options.max_epochs, cost=options.cost,
+                                  eps=options.eps, n_slots=int(caps["n_slots"]))
     return np.asarray(W)
 
 
@@ -290,8 +292,9 @@ class DevicePool:
     with the least estimated work queued or running, counting a compilation for a
     program the device has not run yet.
 
-    Levels trained at the same time (:func:`jxmc.models.xr_linear.fit`) share one pool, so that a
-    small level's chunks fill the devices that a large level leaves idle.
+    Levels trained at the same time (:func:`jxmc.models.tree_linear.xr_linear.fit`)
+    share one pool, so that a small level's chunks fill the devices that a large
+    level leaves idle.
     """
 
     COMPILE_US = 1.5e6  # a dual-CD program's compilation on a CPU core (1 - 1.5 s measured)
@@ -333,10 +336,6 @@ class DevicePool:
             w.shutdown(wait=True)
 
 
-def _pow2(x: int) -> int:
-    return 1 << max(0, int(x) - 1).bit_length()
-
-
 SLOT_BLOCK = 16  # newton: each parent's slots are padded to a multiple of this (jxmc.ops.svm)
 
 
@@ -368,8 +367,8 @@ def _newton(data, off, s_par, p_par, e_par, options: Options, B: int):
         if is_normal:
             s_cap, p_cap, e_cap, k_cap = normal_caps
         else:
-            s_cap, p_cap = _pow2(nq + R), _pow2(npr + 1)
-            e_cap, k_cap = max(block, _pow2(ne)), 1
+            s_cap, p_cap = pow2(nq + R), pow2(npr + 1)
+            e_cap, k_cap = max(block, pow2(ne)), 1
         es, ss = slice(e_off[a], e_off[e]), slice(s_off[a], s_off[e])
         c_slot = np.full(e_cap, s_cap - 1, np.int32)
         c_val = np.zeros(e_cap, np.float32)
@@ -389,7 +388,7 @@ def _newton(data, off, s_par, p_par, e_par, options: Options, B: int):
             c_mask = np.zeros((p_cap, width), np.float32)  # 0: padding pairs and children
             c_y[:npr, :c1 - c0] = y[p_off[a]:p_off[e], c0:c1]
             c_mask[:npr, :c1 - c0] = mask[p_off[a]:p_off[e], c0:c1]
-            W = solve_squared_hinge(c_slot, c_val, c_pair, c_y, c_mask, sp_, pp_, C=options.C,
+            W = solve_squared_hinge(c_slot, c_val, c_pair, c_y, c_mask, sp_, pp_, cost=options.cost,
                                     n_parents=k_cap, newton_iters=options.newton_iters,
                                     cg_iters=options.cg_iters, block=block, slot_block=R)
             cols.append(np.asarray(W)[slot_pos[ss] - q_off[a], :c1 - c0])

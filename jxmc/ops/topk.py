@@ -1,7 +1,19 @@
-"""Top-k over labels split across the ``model`` axis of a mesh, in two stages.
+"""XLA-friendly top-k, written once for every method: exact, chunked (never
+materialising all scores), approximate (TPU) and sharded (two stages on a mesh).
 
-With the scores ``f32[n, L]`` split as ``[n / D, L / M]`` blocks (points on
-``data``, labels on ``model``, :mod:`jxmc.sharding`):
+* :func:`top_k`: ``lax.top_k`` on f32 (a bf16 top-k on CPU falls back to a full
+  sort, so scores are cast first).
+* :func:`chunked_top_k`: the top-k of ``x @ W.T + b`` over ``K`` rows of ``W``,
+  scanned ``chunk`` rows at a time with a running top-k, so the peak memory is
+  ``n * (k + chunk)`` scores instead of ``n * K``.
+* :func:`approx_top_k`: ``lax.approx_max_k`` (Chern et al., "TPU-KNN", NeurIPS
+  2022) on TPU, where it is a fast partial reduction; exact elsewhere, where
+  XLA lowers it to a sort anyway.
+* :func:`sharded_top_k` / :func:`sharded_table_top_k`: top-k over labels split
+  across the ``model`` axis of a mesh, in two stages.
+
+Two stages on a mesh.  With the scores ``f32[n, L]`` split as ``[n / D, L / M]``
+blocks (points on ``data``, labels on ``model``, :mod:`jxmc.sharding`):
 
 1. every device takes the top ``k`` of its own block (``lax.top_k`` under
    ``jax.shard_map``) and turns the local ids into global ones
@@ -17,12 +29,12 @@ equals ``lax.top_k`` of the gathered scores, ties included: ``lax.top_k`` puts
 the lower index first among equal values, each shard keeps its ``k`` best under
 that order, and the candidates are concatenated in shard order, i.e. by
 increasing global id, so the final ``top_k`` breaks ties the same way.  (The
-usual map-reduce top-k; the shape of the computation is jxmc issue 5's.)
+usual map-reduce top-k.)
 
 :func:`sharded_table_top_k` fuses the scoring: ``x @ w.T + b`` against a label
 table whose rows are split on ``model`` is computed shard by shard (optionally
-``chunk`` rows at a time, :func:`jxmc.nn.topk.chunked_top_k`), so not even a
-device's own ``n / D x L / M`` block need exist at once.
+``chunk`` rows at a time, :func:`chunked_top_k`), so not even a device's own
+``n / D x L / M`` block need exist at once.
 """
 
 from __future__ import annotations
@@ -34,8 +46,71 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jxmc.nn.topk import chunked_top_k
+from jxmc.ops.ids import pad_axis
 from jxmc.sharding import DATA, MODEL
+
+
+def top_k(scores: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``(values: f32[..., k], idx: i32[..., k])`` of ``scores: [..., c]``, best first.
+
+    Raises:
+      ValueError: ``k`` larger than the last axis.
+    """
+    if k > scores.shape[-1]:
+        raise ValueError(f"k={k} exceeds the {scores.shape[-1]} candidates")
+    return jax.lax.top_k(scores.astype(jnp.float32), k)
+
+
+def approx_top_k(scores: jax.Array, k: int, *, recall_target: float = 0.95,
+                 backend: str | None = None) -> tuple[jax.Array, jax.Array]:
+    """Like :func:`top_k`; approximate (``lax.approx_max_k``) on TPU only."""
+    if (backend or jax.default_backend()) == "tpu":
+        return jax.lax.approx_max_k(scores.astype(jnp.float32), k, recall_target=recall_target)
+    return top_k(scores, k)
+
+
+def chunked_top_k(x: jax.Array, w: jax.Array, b: jax.Array | None, k: int, *,
+                  chunk: int = 4096) -> tuple[jax.Array, jax.Array]:
+    """Top-``k`` of the dense scores ``x @ w.T + b`` without forming them all.
+
+    Args:
+      x: f32/bf16[n, h] queries.
+      w: [K, h] label table; b: optional f32[K] biases.
+      k: kept per query (``k <= K``).
+      chunk: table rows scored per scan step.
+
+    Returns:
+      ``(values: f32[n, k], ids: i32[n, k])``, equal to ``lax.top_k`` of the
+      dense scores (ties may be ordered differently).
+
+    Raises:
+      ValueError: ``k > K`` or ``chunk < 1``.
+    """
+    K, h = w.shape
+    if k > K or chunk < 1:
+        raise ValueError(f"need k <= K and chunk >= 1, got k={k}, K={K}, chunk={chunk}")
+    chunk = min(chunk, K)
+    steps = -(-K // chunk)
+    pad = steps * chunk - K
+    wp = jnp.pad(w, ((0, pad), (0, 0))).reshape(steps, chunk, h)
+    bp = jnp.pad(jnp.zeros(K, jnp.float32) if b is None else b.astype(jnp.float32), (0, pad))
+    bp = bp.reshape(steps, chunk)
+    n = x.shape[0]
+
+    def body(carry, inp):
+        vals, ids = carry
+        i, wc, bc = inp
+        s = jnp.einsum("nh,ch->nc", x, wc.astype(x.dtype), preferred_element_type=jnp.float32) + bc
+        cid = i * chunk + jnp.arange(chunk, dtype=jnp.int32)
+        s = jnp.where(cid < K, s, -jnp.inf)
+        allv = jnp.concatenate([vals, s], axis=1)
+        alli = jnp.concatenate([ids, jnp.broadcast_to(cid, (n, chunk))], axis=1)
+        v, j = jax.lax.top_k(allv, k)
+        return (v, jnp.take_along_axis(alli, j, axis=1)), None
+
+    init = (jnp.full((n, k), -jnp.inf, jnp.float32), jnp.full((n, k), -1, jnp.int32))
+    (vals, ids), _ = jax.lax.scan(body, init, (jnp.arange(steps, dtype=jnp.int32), wp, bp))
+    return vals, ids
 
 
 def merge_top_k(vals: jax.Array, ids: jax.Array, k: int, *,
@@ -50,13 +125,6 @@ def merge_top_k(vals: jax.Array, ids: jax.Array, k: int, *,
     return best, jnp.take_along_axis(ids, j, axis=1)
 
 
-def _pad_to(a: jax.Array, axis: int, multiple: int, value) -> jax.Array:
-    extra = -a.shape[axis] % multiple
-    if not extra:
-        return a
-    widths = [(0, 0)] * a.ndim
-    widths[axis] = (0, extra)
-    return jnp.pad(a, widths, constant_values=value)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "mesh"))
@@ -76,7 +144,7 @@ def sharded_top_k(scores: jax.Array, k: int, *, mesh: Mesh) -> tuple[jax.Array, 
     if not 1 <= k <= L:
         raise ValueError(f"k={k} must be in [1, {L}] (the labels)")
     D, M = mesh.shape[DATA], mesh.shape[MODEL]
-    s = _pad_to(_pad_to(scores.astype(jnp.float32), 1, M, -jnp.inf), 0, D, 0.0)
+    s = pad_axis(pad_axis(scores.astype(jnp.float32), 1, M, -jnp.inf), 0, D, 0.0)
     width = s.shape[1] // M
     k_local = min(k, width)
 

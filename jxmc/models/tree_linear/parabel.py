@@ -7,13 +7,13 @@ Extreme Classification with Application to Dynamic Search Advertising", WWW
 * the label tree: a *balanced binary* tree by recursive balanced spherical
   2-means on the labels' PIFA embeddings, split until leaves hold at most 100
   labels (``nr_splits = 2, max_leaf_size = 100``: every internal level of
-  :func:`jxmc.tree.kmeans.build_tree` has 2 children, e.g. ``(2, 80)`` on
+  :func:`jxmc.tree.build.build` has 2 children, e.g. ``(2, 80)`` on
   Bibtex and ``(2, 2, 2, 2, 62)`` on Delicious);
 * per-node linear classifiers: at an internal node one classifier per child,
-  at a leaf one per label, each an L2-regularised squared-hinge SVM (``C = 1``,
+  at a leaf one per label, each an L2-regularised squared-hinge SVM (``cost = 1``,
   bias 1, weights below 0.1 dropped) trained on the instances that reach the
   node's parent -- exactly XR-Linear's TFN rankers
-  (:func:`jxmc.models.xr_linear._train_level`);
+  (:func:`jxmc.models.tree_linear.rankers.train_level`);
 * probabilistic label tree scoring: a label's probability is the product of the
   probabilities of the nodes on its path, with beam search of width 10.
   For a squared-hinge classifier with score ``v`` that probability is
@@ -26,7 +26,7 @@ Extreme Classification with Application to Dynamic Search Advertising", WWW
   66.59 on Delicious (experiments/results/disentanglement.md; differences of
   that size are within the run-to-run spread of the dual-CD solver);
 * an ensemble of ``n_trees`` trees from different seeds, label probabilities
-  averaged (:mod:`jxmc.models.tree_ensemble`); Parabel's published figures use
+  averaged (:mod:`jxmc.models.tree_linear.ensemble`); Parabel's published figures use
   3 trees, as does the default here.
 
 ``--clusters-per-label`` (label disentanglement) applies per tree.
@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jxmc.models import xr_linear as xr
-from jxmc.models.tree_ensemble import ensemble_method
+from jxmc.models.tree_linear import xr_linear as xr
+from jxmc.models.tree_linear.ensemble import ensemble_method
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What PLST, CPLST and LEML share: the problem on device, ridge regression, decoding.
+"""What PLST, CPLST and LEML share: the problem on device, its products, decoding.
 
 The three methods fit the same model, a rank-``r`` linear map from features to
 label scores,
@@ -7,11 +7,11 @@ label scores,
 
 and differ in how they choose ``V`` and ``W``:
 
-* ``plst`` (:mod:`jxmc.models.plst`): ``V`` = the top right singular vectors of
+* ``plst`` (:mod:`jxmc.models.embedding.plst`): ``V`` = the top right singular vectors of
   the mean-shifted labels ``Z = Y - 1 mu^T``, then ridge ``X -> Z V``.
-* ``cplst`` (:mod:`jxmc.models.cplst`): ``V`` = the top eigenvectors of
+* ``cplst`` (:mod:`jxmc.models.embedding.cplst`): ``V`` = the top eigenvectors of
   ``Z^T H Z`` with ``H`` the ridge hat matrix, then the same ridge.
-* ``leml`` (:mod:`jxmc.models.leml`): ``W V^T`` minimises the regularised squared
+* ``leml`` (:mod:`jxmc.models.embedding.leml`): ``W V^T`` minimises the regularised squared
   loss jointly, by alternating minimisation.
 
 A constant feature ``bias`` is appended to ``X`` (as liblinear does), so
@@ -23,8 +23,14 @@ forming it, ``Z B = Y B - 1 (mu^T B)`` and ``Z^T U = Y^T U - mu (1^T U)``.
 Where a dimension is at most ``exact_max_dim`` its Gram matrix (``X^T X``,
 ``Y^T Y``: exact sparse products on the host with scipy) is dense and the
 decompositions are exact (Cholesky, ``eigh``); above it the methods go
-matrix-free: conjugate gradients for the ridge and randomised SVD/eigh (Halko
-et al. 2011) for the label basis.  All numerical cores are jitted JAX.
+matrix-free: conjugate gradients for the ridge (:mod:`jxmc.models.embedding.ridge`)
+and randomised SVD/eigh (Halko et al. 2011) for the label basis
+(:mod:`jxmc.models.embedding.bases`).  All numerical cores are jitted JAX.
+
+Here: the options (:class:`Config`), the problem on device (:func:`setup_problem`,
+:class:`Problem`) and its products with ``X1`` and ``Z``, the saved parameters
+(:func:`pack_params`), and prediction (:func:`prepare` lays the parameters out
+on device once, :func:`predict` decodes them).
 
 Memory: the methods are for small and medium ``L``.  :func:`check_memory`
 refuses (:class:`jxmc.errors.ConfigError`) a problem whose parameters
@@ -43,8 +49,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from jxmc.errors import ConfigError
+from jxmc.models.base import Prepared
 from jxmc.ops import linalg
+from jxmc.ops.ids import pad_topk
 from jxmc.ops.linalg import Coo, mm
+from jxmc.ops.sparse import add_bias
 from jxmc.types import TopK
 
 
@@ -70,8 +79,14 @@ class Config:
     cg_tol: float = 1e-4
     # refuse a problem whose parameters, work arrays and score batch exceed this (GiB)
     memory_budget_gb: float = 4.0
-    # points per prediction step (the score matrix is predict_batch_size x L)
+    # points per prediction step (the score matrix is predict_batch_size x L); may change at
+    # prediction (PREDICT_FIELDS)
     predict_batch_size: int = 1024
+
+
+# The Config fields that prediction may change (``jxmc predict --set``): they affect
+# prediction only.
+PREDICT_FIELDS = ("predict_batch_size",)
 
 
 # --------------------------------------------------------------------------- the problem
@@ -103,15 +118,6 @@ class Problem:
     n: int
     d1: int
     L: int
-
-
-def with_bias(X: sp.spmatrix, bias: float) -> sp.csr_matrix:
-    """``[X, bias 1]`` as CSR f32 (``X`` itself when ``bias == 0``)."""
-    X = sp.csr_matrix(X, dtype=np.float32)
-    if bias == 0:
-        return X
-    col = sp.csr_matrix(np.full((X.shape[0], 1), bias, np.float32))
-    return sp.hstack([X, col], format="csr", dtype=np.float32)
 
 
 def effective_rank(config: Config, n: int, L: int) -> int:
@@ -189,9 +195,9 @@ def check_memory(name: str, n: int, d1: int, L: int, r: int, config: Config, nnz
             f"tree method (--method xr-linear) for large L")
 
 
-def prepare(X: sp.spmatrix, Y: sp.spmatrix, config: Config, name: str
-            ) -> tuple[Problem, sp.csr_matrix, sp.csr_matrix, int]:
-    """Validates the inputs and puts the problem on device.
+def setup_problem(X: sp.spmatrix, Y: sp.spmatrix, config: Config, name: str
+                  ) -> tuple[Problem, sp.csr_matrix, sp.csr_matrix, int]:
+    """Validates the inputs and puts the training problem on device.
 
     Args:
       X: ``csr f32[n, d]`` features.
@@ -199,7 +205,8 @@ def prepare(X: sp.spmatrix, Y: sp.spmatrix, config: Config, name: str
 
     Returns:
       ``(problem, X1, Y, r)``: the device :class:`Problem`, the host CSR ``X1 =
-      [X, bias 1]`` and ``Y`` (for exact Gram matrices), and the rank ``r``.
+      [X, bias 1]`` (``X`` as CSR f32 when ``bias == 0``: no bias column) and ``Y``
+      (for exact Gram matrices), and the rank ``r``.
 
     Raises:
       ConfigError: bad options, a rank below 1, or over the memory budget.
@@ -208,7 +215,7 @@ def prepare(X: sp.spmatrix, Y: sp.spmatrix, config: Config, name: str
     check_config(config, name)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-    X1 = with_bias(X, config.bias)
+    X1 = add_bias(X, config.bias, sort_indices=False) if config.bias != 0 else sp.csr_matrix(X, dtype=np.float32)
     Yc = sp.csr_matrix(Y, dtype=np.float32)
     n, d1 = X1.shape
     L = Yc.shape[1]
@@ -233,9 +240,9 @@ def dense_gram(A: sp.csr_matrix) -> np.ndarray:
 
 def dense_xtz(p: Problem, X1: sp.csr_matrix, Y: sp.csr_matrix) -> np.ndarray:
     """``X1^T Z = X1^T Y - (X1^T 1) mu^T`` as a dense ``f32[d1, L]`` (sparse product on the host)."""
-    M = np.asarray((X1.T @ Y).toarray(), np.float32)
-    M -= np.outer(np.asarray(p.colsum), np.asarray(p.mu)).astype(np.float32)
-    return M
+    xtz = np.asarray((X1.T @ Y).toarray(), np.float32)
+    xtz -= np.outer(np.asarray(p.colsum), np.asarray(p.mu)).astype(np.float32)
+    return xtz
 
 
 # --------------------------------------------------------------------------- products with Z
@@ -261,139 +268,6 @@ def zt_mul(p: Problem, U: jax.Array) -> jax.Array:
     return linalg.spmm_t(p.Y, U, p.L) - p.mu[:, None] * U.sum(axis=0, keepdims=True)
 
 
-# --------------------------------------------------------------------------- ridge
-
-
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["chol", "lam", "cg_iters", "cg_tol"], meta_fields=[])
-@dataclass(frozen=True)
-class Ridge:
-    """How ``(X1^T X1 + lam I)^{-1}`` is applied.
-
-    Attributes:
-      chol: f32[d1, d1] lower Cholesky factor of ``X1^T X1 + lam I`` (exact), or
-        None (matrix-free conjugate gradients with the Jacobi preconditioner).
-      lam, cg_iters, cg_tol: scalars (traced, so changing them does not recompile).
-    """
-
-    chol: jax.Array | None
-    lam: jax.Array
-    cg_iters: jax.Array
-    cg_tol: jax.Array
-
-
-def make_ridge(X1: sp.csr_matrix, config: Config) -> Ridge:
-    """Cholesky of the dense ``X1^T X1 + lam I`` when ``d1 <= exact_max_dim``, else CG."""
-    chol = None
-    if X1.shape[1] <= config.exact_max_dim:
-        chol = _cholesky(jnp.asarray(dense_gram(X1)), config.ridge)
-    return Ridge(chol, jnp.float32(config.ridge), jnp.int32(config.cg_iters),
-                 jnp.float32(config.cg_tol))
-
-
-@jax.jit
-def _cholesky(G, lam):
-    return linalg.ridge_cholesky(G, lam)
-
-
-def ridge_solve(p: Problem, ridge: Ridge, B: jax.Array) -> jax.Array:
-    """``(X1^T X1 + lam I)^{-1} B`` for ``B: f32[d1, q]`` (jnp-pure; call inside ``jit``)."""
-    if ridge.chol is not None:
-        return linalg.cho_solve(ridge.chol, B)
-
-    def op(W):
-        return xt_mul(p, x_mul(p, W)) + ridge.lam * W
-
-    return linalg.cg(op, B, precond=(p.diag + ridge.lam)[:, None], iters=ridge.cg_iters,
-                     tol=ridge.cg_tol, columnwise=True)
-
-
-@jax.jit
-def regress(p: Problem, ridge: Ridge, V: jax.Array) -> jax.Array:
-    """The ridge regression of the embedding ``Z V`` on ``X1``.
-
-    ``W = argmin_W ||X1 W - Z V||^2 + lam ||W||^2 = (X1^T X1 + lam I)^{-1} X1^T Z V``
-    (Tai & Lin 2012, Section 3, with linear regression as the base learner).
-
-    Args:
-      V: f32[L, r].
-
-    Returns:
-      ``W: f32[d1, r]``.
-    """
-    return ridge_solve(p, ridge, xt_mul(p, z_mul(p, V)))
-
-
-# --------------------------------------------------------------------------- label bases
-
-
-@functools.partial(jax.jit, static_argnames=("rank",))
-def _exact_top(K, *, rank):
-    return linalg.top_eigh(K, rank)
-
-
-@functools.partial(jax.jit, static_argnames=("rank", "oversample"))
-def _plst_randomized(p: Problem, key, *, rank, oversample, power_iters):
-    op = linalg.LinearOperator(lambda B: z_mul(p, B), lambda U: zt_mul(p, U), (p.n, p.L))
-    _, s, Vt = linalg.randomized_svd(op, rank, key=key, oversample=oversample,
-                                     power_iters=power_iters)
-    return s * s, Vt.T
-
-
-def plst_basis(p: Problem, Y: sp.csr_matrix, rank: int, config: Config, key: jax.Array
-               ) -> tuple[jax.Array, jax.Array]:
-    """PLST's label basis: the top ``rank`` right singular vectors of ``Z = Y - 1 mu^T``.
-
-    Exact ``eigh`` of ``Z^T Z = Y^T Y - n mu mu^T`` when ``L <= exact_max_dim``,
-    else the randomised SVD of ``Z`` as an operator.
-
-    Returns:
-      ``(w: f32[rank], V: f32[L, rank])``: the squared singular values
-      (decreasing) and the orthonormal basis.
-    """
-    if p.L <= config.exact_max_dim:
-        mu = np.asarray(p.mu, np.float64)
-        K = dense_gram(Y) - (p.n * np.outer(mu, mu)).astype(np.float32)
-        return _exact_top(jnp.asarray(K), rank=rank)
-    return _plst_randomized(p, key, rank=rank, oversample=config.oversample,
-                            power_iters=config.power_iters)
-
-
-@functools.partial(jax.jit, static_argnames=("rank",))
-def _cplst_exact(p: Problem, ridge: Ridge, M, *, rank):
-    A = jax.scipy.linalg.solve_triangular(ridge.chol, M, lower=True)  # C^{-1} X1^T Z
-    return linalg.top_eigh(mm(A.T, A), rank)
-
-
-@functools.partial(jax.jit, static_argnames=("rank", "oversample"))
-def _cplst_randomized(p: Problem, ridge: Ridge, key, *, rank, oversample, power_iters):
-    def K(B):  # Z^T H Z B with H = X1 (X1^T X1 + lam I)^{-1} X1^T
-        return zt_mul(p, x_mul(p, ridge_solve(p, ridge, xt_mul(p, z_mul(p, B)))))
-
-    return linalg.randomized_eigh(K, p.L, rank, key=key, oversample=oversample,
-                                  power_iters=power_iters)
-
-
-def cplst_basis(p: Problem, X1: sp.csr_matrix, Y: sp.csr_matrix, ridge: Ridge, rank: int,
-                config: Config, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """CPLST's label basis: the top ``rank`` eigenvectors of ``Z^T H Z``.
-
-    ``H = X1 (X1^T X1 + lam I)^{-1} X1^T`` is never formed (it is ``n x n``):
-    with ``C C^T = X1^T X1 + lam I`` (Cholesky, ``d1 <= exact_max_dim``),
-    ``Z^T H Z = A^T A`` with ``A = C^{-1} X1^T Z: f32[d1, L]``, whose ``eigh`` is
-    exact when also ``L <= exact_max_dim``; otherwise ``B -> Z^T H Z B`` is an
-    operator (the inner solve by Cholesky or CG) and the eigenvectors are
-    randomised (Halko et al. 2011, Algorithms 4.4 and 5.3).
-
-    Returns:
-      ``(w: f32[rank], V: f32[L, rank])``: eigenvalues (decreasing), orthonormal basis.
-    """
-    if ridge.chol is not None and p.L <= config.exact_max_dim:
-        return _cplst_exact(p, ridge, jnp.asarray(dense_xtz(p, X1, Y)), rank=rank)
-    return _cplst_randomized(p, ridge, key, rank=rank, oversample=config.oversample,
-                             power_iters=config.power_iters)
-
-
 # --------------------------------------------------------------------------- params, decoding
 
 
@@ -416,7 +290,17 @@ def _decode_topk(W, b, V, mu, X: Coo, *, k: int, n: int):
     return i.astype(jnp.int32), s
 
 
-def predict(params: dict, X: sp.spmatrix, config: Config = Config(), *, k: int = 10,
+def prepare(params: dict, config: Config, mesh=None) -> Prepared:
+    """The parameters on device for :func:`predict`: ``state = (W, b, V, mu)`` as
+    ``jax.Array`` (shapes of :func:`pack_params`).  ``mesh`` is None (one device)."""
+    return Prepared(params, config, mesh, _layout(params))
+
+
+def _layout(params: dict) -> tuple[jax.Array, ...]:
+    return tuple(jnp.asarray(params[key]) for key in ("W", "b", "V", "mu"))
+
+
+def predict(model: Prepared, X: sp.spmatrix, config: Config, *, k: int,
             name: str = "label embedding") -> TopK:
     """Top-``k`` labels by the decoded scores ``(x^T W + b) V^T + mu``.
 
@@ -425,25 +309,31 @@ def predict(params: dict, X: sp.spmatrix, config: Config = Config(), *, k: int =
     ``lax.top_k``.
 
     Args:
-      params: ``{"W": f32[d, r], "b": f32[r], "V": f32[L, r], "mu": f32[L]}``.
+      model: from :func:`prepare`, of ``{"W": f32[d, r], "b": f32[r], "V": f32[L, r],
+        "mu": f32[L]}`` (a ``state`` of None, as another method's default ``prepare``
+        leaves it, is laid out here).
       X: ``csr f32[n, d]``.
-      k: predictions per point; beyond ``L`` they are padded with id -1 and score -inf.
+      config: the training config, ``predict_batch_size`` possibly changed.
+      k: predictions per point (``>= 1``, checked by :func:`jxmc.models.base.method`);
+        beyond ``L`` they are padded with id -1 and score -inf.
+      name: the method, for error messages.
 
     Returns:
       :class:`TopK` of numpy arrays ``ids: i32[n, k]``, ``scores: f32[n, k]``.
 
     Raises:
-      ConfigError: ``k < 1``, or the score batch exceeds ``memory_budget_gb``.
+      ConfigError: ``predict_batch_size < 1``, or the score batch exceeds
+        ``memory_budget_gb``.
       ValueError: ``X`` has a different feature count than ``W``.
     """
-    if k < 1:
-        raise ConfigError(f"k must be >= 1, got {k}")
-    W, b, V, mu = (jnp.asarray(params[key]) for key in ("W", "b", "V", "mu"))
+    W, b, V, mu = model.state if model.state is not None else _layout(model.params)
     d, L = W.shape[0], V.shape[0]
     X = sp.csr_matrix(X, dtype=np.float32)
     if X.shape[1] != d:
         raise ValueError(f"X has {X.shape[1]} features but the model was fitted on {d}")
     bs = config.predict_batch_size
+    if bs < 1:
+        raise ConfigError(f"{name}: predict_batch_size must be >= 1")
     if 8 * bs * L > config.memory_budget_gb * 2**30:
         raise ConfigError(f"{name}: a batch of {bs} x {L} scores exceeds the budget of "
                           f"{config.memory_budget_gb:g} GiB; lower --set predict_batch_size=")
@@ -459,7 +349,12 @@ def predict(params: dict, X: sp.spmatrix, config: Config = Config(), *, k: int =
         scores.append(np.asarray(s)[:rows])
     ids = np.concatenate(ids) if ids else np.zeros((0, kk), np.int32)
     scores = np.concatenate(scores) if scores else np.zeros((0, kk), np.float32)
-    if kk < k:
-        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
-    return TopK(ids, scores)
+    return TopK(*pad_topk(ids, scores, k))
+
+
+def predictor(name: str):
+    """The raw ``predict(model, X, config, *, k)`` of the method called ``name``
+    (:func:`predict`, its errors naming that method)."""
+    def predict_method(model: Prepared, X: sp.spmatrix, config: Config, *, k: int) -> TopK:
+        return predict(model, X, config, k=k, name=name)
+    return predict_method

@@ -5,7 +5,7 @@ multi-label classification", Machine Learning 109, 2020, Section 3: instead of
 Parabel's deep binary tree, every internal node has ``K = 100`` children and
 the tree is at most 3 levels deep, so that far fewer decisions are made on the
 way to a label (less error propagation) at the cost of wider nodes.  The
-classifiers and the scoring are Parabel's (:mod:`jxmc.models.parabel`):
+classifiers and the scoring are Parabel's (:mod:`jxmc.models.tree_linear.parabel`):
 squared-hinge SVMs at every node, path probabilities, beam search, an ensemble
 of ``n_trees`` trees averaged.
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jxmc.models import xr_linear as xr
-from jxmc.models.tree_ensemble import ensemble_method
+from jxmc.models.tree_linear import xr_linear as xr
+from jxmc.models.tree_linear.ensemble import ensemble_method
 
 
 @dataclass(frozen=True)
