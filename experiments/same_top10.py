@@ -42,11 +42,13 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def _commit(src: str) -> str:
-    """The source tree's commit, ``+dirty`` when its tracked files differ from it."""
+    """The source tree's commit, ``+dirty`` when its tracked files (other than the
+    results this script writes) differ from it."""
     try:
         head = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", src, "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", src, "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", ":(exclude)experiments/results"],
                                check=True, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
