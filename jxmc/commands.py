@@ -156,8 +156,7 @@ def _texts(method, texts):
 
 
 def _predict(method, params, X, texts, config, k, mesh=None):
-    model = method.prepare(params, config, mesh)
-    return method.predict(model, X, config, k=k, texts=_texts(method, texts))
+    return method.predict(params, X, config, k=k, texts=_texts(method, texts), mesh=mesh)
 
 
 def _load_model(args):
