@@ -53,6 +53,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments" / "harness"))
+import provenance  # noqa: E402
+
 ADAM_COPIES = 3  # parameters, first and second moments
 
 
@@ -71,6 +74,7 @@ def _args(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed steps after the compiling one")
     p.add_argument("--devices", type=int, default=8, help="fake CPU devices")
     p.add_argument("--out", default=str(REPO / "experiments" / "results"))
+    provenance.add_arguments(p)
     p.add_argument("--one", nargs=2, metavar=("L", "MESH"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -292,7 +296,8 @@ def main(argv=None) -> int:
         result = run_one(args, int(args.one[0]), args.one[1])
         print("RESULT " + json.dumps(result), flush=True)
         return 0
-    env = {**os.environ, "PYTHONPATH": str(REPO),
+    provenance.require_clean(args.allow_dirty, "bench_scale.py")
+    env = {**provenance.cold_env(), "PYTHONPATH": str(REPO),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.devices}"}
     mach = machine()
     runs, failed = [], []
@@ -315,10 +320,8 @@ def main(argv=None) -> int:
                   file=sys.stderr, flush=True)
     import jax
 
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                            text=True, cwd=REPO).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                cwd=REPO).stdout.strip())
+    git = provenance.git_state()
+    commit, dirty = git["commit"][:12], git["dirty"]
     backend = jax.default_backend()
     res = {"machine": mach, "jax": jax.__version__, "backend": backend,
            "device_kind": jax.devices()[0].device_kind,

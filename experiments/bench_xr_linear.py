@@ -15,8 +15,10 @@ What one run does, per dataset:
    system trains and predicts on the identical matrices;
 3. runs each system in its own process (``harness/run_<system>.py``), with 2
    threads: jxmc and napkinXC in this Python, PECOS in ``experiments/.peers-venv``
-   (made when missing, see ``harness/peers_venv.py``); the process's peak memory
-   comes from ``wait4``'s ``ru_maxrss``;
+   (made when missing, see ``harness/peers_venv.py``); each process reports its
+   own peak memory, Linux's ``VmHWM`` read by the runner itself at its end
+   (``wait4``'s ``ru_maxrss`` is not used: the kernel carries the harness's own
+   peak into it across fork/exec);
 4. scores every system's top 10 with ``jxmc.metrics.evaluate`` against the same
    ``test.Y`` (test-only labels included), propensities from the training counts
    with ``propensity_ab(dataset)``;
@@ -48,6 +50,7 @@ sys.path.insert(0, HARNESS)
 
 import common  # noqa: E402
 import peers_venv  # noqa: E402
+import provenance  # noqa: E402
 import report  # noqa: E402
 
 SYSTEMS = ("jxmc", "pecos", "napkinxc")
@@ -78,6 +81,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit-train", type=int, default=None, help="smoke test: first N training points only")
     p.add_argument("--limit-test", type=int, default=None, help="smoke test: first N test points only")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work folder (printed)")
+    p.add_argument("--compile-cache", choices=("cold", "cold+warm"), default="cold",
+                   help="jxmc's persistent compilation cache: cold (off: every process compiles "
+                        "from scratch; default) or cold+warm (jxmc runs twice with one cache folder: "
+                        "the first run fills it, the second, reported beside it, reads it)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every system (jxmc's fit, PECOS's k-means, napkinXC's tree; default 0)")
+    provenance.add_arguments(p)
     args = p.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     bad = [s for s in args.systems if s not in SYSTEMS]
@@ -92,13 +102,14 @@ def repo_path(path: str) -> str:
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(REPO, path))
 
 
-def child_env(threads: int) -> dict:
+def child_env(threads: int, compile_cache: str = "off") -> dict:
     env = dict(os.environ)
+    env["JXMC_COMPILE_CACHE"] = compile_cache
     for var in THREAD_VARS:
         env[var] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = env.get("TF_CPP_MIN_LOG_LEVEL", "1")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # every run compiles from scratch
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the cache is JXMC_COMPILE_CACHE's alone
     return env
 
 
@@ -151,7 +162,7 @@ def load_avg() -> list[float]:
 
 
 def run_child(python: str, script: str, work: str, out: str, env: dict, timeout: float, log_path: str) -> dict:
-    """Runs one system's process; returns ``{rc, wall_s, peak_rss_mb, timed_out}``."""
+    """Runs one system's process; returns ``{rc, wall_s, timed_out}`` (its memory it reports itself)."""
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen([python, os.path.join(HARNESS, script), work, out], stdout=log,
@@ -169,8 +180,8 @@ def run_child(python: str, script: str, work: str, out: str, env: dict, timeout:
             time.sleep(0.02)
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": proc.returncode, "wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0,
-            "timed_out": timed_out}
+    del usage  # ru_maxrss includes the harness's own peak (inherited across fork/exec)
+    return {"rc": proc.returncode, "wall_s": wall, "timed_out": timed_out}
 
 
 def tail(path: str, n: int = 25) -> str:
@@ -203,7 +214,10 @@ def run_system(system: str, args, work: str, ds_info: dict, featurize_s: float, 
     entry = {"system": system, "label": entry_label(system, args.method), "status": "failed",
              "run": {k: run_meta[k] for k in ("run_id", "date", "git_commit", "git_dirty")}}
     print(f"[{ds_info['name']}] {entry['label']}: running ({python.replace(REPO + os.sep, '')})", flush=True)
-    proc = run_child(python, f"run_{system}.py", work, out, child_env(args.threads), args.timeout, log_path)
+    warm = system == "jxmc" and args.compile_cache == "cold+warm"
+    cache = os.path.join(work, "xla-cache") if warm else "off"
+    proc = run_child(python, f"run_{system}.py", work, out, child_env(args.threads, cache), args.timeout,
+                     log_path)
     result_path = os.path.join(out, "result.json")
     if proc["rc"] != 0 or not os.path.exists(result_path):
         why = "timed out" if proc["timed_out"] else f"exit status {proc['rc']}"
@@ -244,11 +258,33 @@ def run_system(system: str, args, work: str, ds_info: dict, featurize_s: float, 
                if "predict_compile_by_pass_s" in res else {}),
         },
         predict_counts={"n_batch": pt["n_test"], "n_one": pt["n_one"], "k": args.k},
-        memory={"peak_rss_mb": proc["peak_rss_mb"], "rss_after_load_mb": res["rss_after_load_mb"],
+        memory={"peak_rss_mb": res["peak_rss_mb_self"], "peak_source": "VmHWM of the system's process",
+                "rss_after_load_mb": res["rss_after_load_mb"],
                 "rss_after_train_mb": res["rss_after_train_mb"]},
         model_bytes=res["model_bytes"],
         versions=res["versions"],
     )
+    entry["compile_cache"] = "cold, filling an empty persistent cache" if warm else "cold (off)"
+    if warm:  # the same process again, reading the cache the first one filled
+        out_w = os.path.join(work, "jxmc-warm")
+        proc_w = run_child(python, "run_jxmc.py", work, out_w, child_env(args.threads, cache),
+                           args.timeout, os.path.join(work, "jxmc-warm.log"))
+        if proc_w["rc"] == 0:
+            with open(os.path.join(out_w, "result.json"), encoding="utf-8") as f:
+                rw = json.load(f)
+            pw = rw["predict"]
+            same = bool(np.array_equal(np.load(os.path.join(out_w, "pred.npy")), pred))
+            entry["warm"] = {
+                "compile_s": rw["compile_s"], "train_s": rw["train_s"],
+                "train_total_s": featurize_s + rw["train_s"],
+                "predict_compile_s": rw.get("predict_compile_s", 0.0),
+                "predict_one_first_ms_per_query": pw["predict_one_first_ms_per_query"],
+                "predict_one_ms_per_query": pw["predict_one_steady_ms_per_query"],
+                "process_wall_s": proc_w["wall_s"], "peak_rss_mb": rw["peak_rss_mb_self"],
+                "same_predictions_as_cold": same}
+        else:
+            entry["warm"] = {"error": f"exit status {proc_w['rc']}: "
+                                      f"{tail(os.path.join(work, 'jxmc-warm.log'), 3)}"}
     for extra in ("tree_depth", "compile_events", "jax_backend", "jax_devices"):
         if extra in res:
             entry[extra] = res[extra]
@@ -259,7 +295,7 @@ def run_system(system: str, args, work: str, ds_info: dict, featurize_s: float, 
     print(f"[{ds_info['name']}] {entry['label']}: P@1/3/5 {m['P@1']:.2f}/{m['P@3']:.2f}/{m['P@5']:.2f} "
           f"PSP@5 {m['PSP@5']:.2f}; train {t['train_s']:.2f} s (compile {t['compile_s']:.2f}); "
           f"predict {t['predict_batch_ms_per_query']:.3f} ms/q batched, "
-          f"{t['predict_one_ms_per_query']:.3f} ms/q one at a time; peak {proc['peak_rss_mb']:.0f} MiB; "
+          f"{t['predict_one_ms_per_query']:.3f} ms/q one at a time; peak {res['peak_rss_mb_self']:.0f} MiB; "
           f"model {res['model_bytes'] / 2**20:.2f} MiB", flush=True)
     if ref:
         d = {q: ref["metrics"][q] - m[q] for q in ("P@1", "P@3", "P@5", "PSP@5") if ref["metrics"].get(q) is not None}
@@ -319,7 +355,7 @@ def write_work(work: str, ds, args) -> None:
     np.save(os.path.join(work, "one_idx.npy"), one_idx)
     with open(os.path.join(work, "spec.json"), "w", encoding="utf-8") as f:
         json.dump({"dataset": ds.name, "k": args.k, "threads": args.threads, "method": args.method,
-                   "jxmc_set": args.jxmc_set}, f)
+                   "jxmc_set": args.jxmc_set, "seed": args.seed}, f)
 
 
 def bench_dataset(folder: str, args, run_meta: dict, peers_ref: dict, out_dir: str) -> dict:
@@ -410,6 +446,7 @@ def write_text_atomic(path: str, text: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    provenance.require_clean(args.allow_dirty, "bench_xr_linear.py")
     for var in THREAD_VARS:  # the parent's own featurisation and metrics, too
         os.environ[var] = str(args.threads)
     out_dir = repo_path(args.out)
@@ -442,7 +479,9 @@ def main(argv=None) -> int:
         "run_id": uuid.uuid4().hex[:12],
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "git_commit": _git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": bool(provenance.dirty_paths()),
+        "compile_cache": args.compile_cache,
+        "seed": args.seed,
         "command": "python " + " ".join([os.path.relpath(os.path.abspath(__file__), REPO)] + sys.argv[1:]),
         "systems": args.systems,
         "threads": args.threads,

@@ -40,6 +40,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments" / "harness"))
+import provenance  # noqa: E402
+
 PUBLISHED = {("bibtex", "parabel"): (64.53, 38.56, 27.94),
              ("delicious", "parabel"): (67.44, 61.83, 56.75)}
 KEYS = ("P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
@@ -72,13 +75,14 @@ def machine() -> dict:
 
 
 def git_state() -> dict:
-    def run(*a):
-        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
+    """The commit and whether tracked files outside experiments/results/ have changes."""
+    return provenance.git_state()
 
 
 def jxmc(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jxmc", *argv], capture_output=True, text=True)
+    """``python -m jxmc ARGV`` with the persistent compile cache off (cold)."""
+    return subprocess.run([sys.executable, "-m", "jxmc", *argv], capture_output=True, text=True,
+                          env=provenance.cold_env())
 
 
 def run_one(data_root: Path, work: Path, dataset: str, name: str, flags: list[str]) -> dict:
@@ -107,7 +111,7 @@ def run_one(data_root: Path, work: Path, dataset: str, name: str, flags: list[st
     return row
 
 
-def provenance(result: dict, title: str) -> list[str]:
+def provenance_lines(result: dict, title: str) -> list[str]:
     """The title, command, date, commit and machine lines of a results page."""
     m, g = result["machine"], result["git"]
     return [f"# {title}", "", f"Command: `{result['command']}`", "",
@@ -126,7 +130,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def markdown(result: dict) -> str:
-    lines = provenance(result, "Tree methods (parabel, bonsai) and label disentanglement")
+    lines = provenance_lines(result, "Tree methods (parabel, bonsai) and label disentanglement")
     for e in result.get("earlier", []):
         lines += [f"Earlier invocation kept in these tables: `{e['command']}`, {e['date']}, "
                   f"commit `{e['git']['commit'][:12]}`" + (" (uncommitted changes)" if e["git"]["dirty"]
@@ -179,7 +183,9 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=None, help="only the runs of these names")
     ap.add_argument("--no-merge", action="store_true",
                     help="drop the runs of earlier invocations from the results files")
+    provenance.add_arguments(ap)
     args = ap.parse_args()
+    provenance.require_clean(args.allow_dirty, "disentanglement.py")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     result = {"command": "python experiments/disentanglement.py " + shlex.join(sys.argv[1:]),
@@ -193,7 +199,8 @@ def main() -> None:
         for dataset, name, flags in PARTS[part]:
             if (args.datasets and dataset not in args.datasets) or (args.runs and name not in args.runs):
                 continue
-            result["runs"].append(run_one(Path(args.data), work, dataset, name, flags))
+            result["runs"].append({**run_one(Path(args.data), work, dataset, name, flags),
+                                   "date": result["date"], "git": result["git"]})
             write(result, old, out)  # after every run: an interrupted invocation keeps its runs
 
 

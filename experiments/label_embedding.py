@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +37,9 @@ from jxmc.models.base import config_to_dict, parse_overrides
 from jxmc.models.embedding import cplst, leml, plst
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments" / "harness"))
+import provenance  # noqa: E402
+
 MODULES = {"plst": plst, "cplst": cplst, "leml": leml}
 PUBLISHED = {  # Extreme Classification Repository, P@1/3/5 in percent
     ("bibtex", "cplst"): (62.38, 37.84, 27.62), ("bibtex", "leml"): (62.54, 38.41, 28.21),
@@ -82,9 +86,12 @@ def run_one(ds, name: str, overrides: list[str]) -> dict:
             "published_P@1/3/5": PUBLISHED.get((ds.name, name))}
 
 
-def to_markdown(rows: list[dict], info: dict, command: str) -> str:
+def to_markdown(rows: list[dict], info: dict, command: str, record: dict | None = None) -> str:
+    when = "" if record is None else (
+        f"Date: {record['date']}; commit `{record['git']['commit'][:12]}`"
+        + (" with uncommitted changes" if record["git"]["dirty"] else "") + ".")
     lines = ["# Label embeddings: plst, cplst, leml", "",
-             f"Command: `{command}`", "",
+             f"Command: `{command}`", "", when, "",
              f"Machine: {info['cpu']}, {info['cores']} cores, JAX {info['jax']} "
              f"({info['backend']}); {info['note']}.", "",
              "Metrics in % on the test split; PSP@k with A=0.55, B=1.5, normalised by the best "
@@ -112,7 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override applied to every method")
     parser.add_argument("--out", default=str(REPO / "experiments" / "results"))
+    provenance.add_arguments(parser)
     args = parser.parse_args(argv)
+    provenance.require_clean(args.allow_dirty, "label_embedding.py")
+    record = provenance.record("python experiments/label_embedding.py" + "".join(
+        f" --set {o}" for o in args.overrides))
     rows = []
     for name in args.datasets:
         ds = load_dataset(str(Path(args.data) / name))
@@ -125,9 +136,10 @@ def main(argv: list[str] | None = None) -> None:
         f" --set {o}" for o in args.overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "label_embedding.json").write_text(json.dumps({"machine": info, "command": command,
-                                                          "results": rows}, indent=1) + "\n")
-    (out / "label_embedding.md").write_text(to_markdown(rows, info, command))
+    (out / "label_embedding.json").write_text(json.dumps({**record, "machine": {**record["machine"], **info},
+                                                          "command": command, "results": rows},
+                                                         indent=1) + "\n")
+    (out / "label_embedding.md").write_text(to_markdown(rows, info, command, record))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
+sys.path.insert(0, str(REPO / "experiments" / "harness"))
+import provenance  # noqa: E402
 
 
 def _args(argv=None):
@@ -46,7 +48,10 @@ def _args(argv=None):
     p.add_argument("--fresh", action="store_true",
                    help="rerun every command (removes WORK/one and WORK/mesh first)")
     p.add_argument("--out", default=str(REPO / "experiments" / "results"))
-    return p.parse_args(argv)
+    provenance.add_arguments(p)
+    args = p.parse_args(argv)
+    provenance.require_clean(args.allow_dirty, "mesh_debian_deps.py")
+    return args
 
 
 ARGS = _args() if __name__ == "__main__" else None
@@ -132,7 +137,7 @@ def main(args) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     mach = machine()
-    base_env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    base_env = {k: v for k, v in provenance.cold_env().items() if k != "XLA_FLAGS"}
     mesh_env = {**base_env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.devices}"}
     jxmc = [sys.executable, "-m", "jxmc"]
     steps = {
@@ -173,15 +178,14 @@ def main(args) -> int:
     diff = {k: round(abs(p["one"][k] - p["mesh"][k]), 4) for k in p["one"]}
     import jax
 
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                            text=True, cwd=REPO).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                cwd=REPO).stdout.strip())
+    git = provenance.git_state()
+    commit, dirty = git["commit"][:12], git["dirty"] or not args.fresh
     res = {
         "dataset": os.path.basename(os.path.normpath(args.data)), "n_test": len(truth),
         "mesh": args.mesh, "devices": args.devices, "machine": mach, "jax": jax.__version__,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit, "tree_dirty": dirty,
+        "commit": commit, "tree_dirty": dirty, "compile_cache": "off (cold)",
+        "all_steps_ran_now": all(e["ran_now"] for e in record.values()),
         "command": "nice -n 19 python experiments/mesh_debian_deps.py "
                    + " ".join(sys.argv[1:]),
         "steps": record, "same_top1": round(same_top1, 6), "same_top10_lists": round(same_top10, 6),

@@ -33,7 +33,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from disentanglement import git_state, machine, provenance, write_atomic
+import provenance  # noqa: E402,I001  (experiments/harness, put on the path by disentanglement)
+from disentanglement import git_state, machine, provenance_lines, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("cascadexml", "lightxml", "xr-transformer")
@@ -45,10 +46,11 @@ EPOCH_LINE = re.compile(r"^\S+( phase \d+/\d+)?: epoch \d+/\d+ .*seq/s.*$", re.M
 
 def _jxmc(argv: list[str], log: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "jxmc", *argv]
+    env = provenance.cold_env()  # cold: no persistent compile cache
     if log is None:
-        return subprocess.run(cmd, capture_output=True, text=True)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env)
     with open(log, "a") as f:
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def _table(text: str) -> dict | None:
@@ -89,7 +91,7 @@ def run_one(data: str, work: Path, method: str) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = provenance(result, "Transformer methods on debtags, CPU (no accelerator), "
+    lines = provenance_lines(result, "Transformer methods on debtags, CPU (no accelerator), "
                                "1 epoch at 64 tokens")
     lines += [f"Note: {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
     lines += ["Metrics in % on the test split (6,071 points). train s: `train_seconds` of the "
@@ -118,7 +120,9 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/jxmc-transformers-cpu")
     ap.add_argument("--out", default=str(REPO / "experiments" / "results"))
     ap.add_argument("--note", action="append", default=[], help="recorded in the results")
+    provenance.add_arguments(ap)
     args = ap.parse_args()
+    provenance.require_clean(args.allow_dirty, "transformers_cpu.py")
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -64,3 +64,24 @@ def limit_heap_growth(mmap_threshold: int = 1 << 20, arenas: int = 2) -> bool:
     mallopt(M_TRIM_THRESHOLD, int(mmap_threshold))
     mallopt(M_ARENA_MAX, int(arenas))
     return ok
+
+
+def use_compile_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache, so a repeated command skips XLA compiles.
+
+    The folder is ``$JXMC_COMPILE_CACHE`` (default ``~/.cache/jxmc/xla``); set it to
+    ``off`` to compile afresh (every experiment under ``experiments/`` does, and
+    says so in its results, unless it measures the warm cache on purpose).
+
+    Returns:
+      the cache folder, or ``None`` when the cache is off.
+    """
+    where = os.environ.get("JXMC_COMPILE_CACHE",
+                           os.path.join(os.path.expanduser("~"), ".cache", "jxmc", "xla"))
+    if where.strip().lower() in ("", "0", "off", "none", "false"):
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return where

@@ -28,11 +28,9 @@ HYP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChec
 
 
 def shared_data() -> Path:
-    env = os.environ.get("JXMC_SHARED_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not root.is_dir():
-        pytest.skip(f"no shared data at {root}")
-    return root
+    from conftest import shared_root
+
+    return shared_root()
 
 
 def write(path: Path, text: str | bytes) -> Path:

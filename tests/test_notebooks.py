@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO, SHARED_DATA
+from conftest import IN_CI, REPO, SHARED_DATA
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((REPO / "colab").glob("*.ipynb"))
@@ -70,4 +70,9 @@ def test_notebook_runs_top_to_bottom(path, kernel_dir, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.outputs if o.output_type == "stream")
+    if SHARED_DATA.is_dir() or IN_CI:  # the real data was there: the notebook must have used it
+        assert "shared data:" in printed and "not found" not in printed.split("shared data:")[1][:200], \
+            f"{path.name} fell back to synthetic data although {SHARED_DATA} exists"
     print(f"{path.name}: {seconds:.1f} s")

@@ -46,9 +46,39 @@ def load_work(work: str) -> tuple[dict, sp.csr_matrix, sp.csr_matrix, sp.csr_mat
     return spec, csr("X_train.npz"), csr("Y_train.npz"), csr("X_test.npz"), one_idx
 
 
+def _proc_status_kib(field: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` (Linux), or ``None`` where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def maxrss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of *this process's own* address space so far, MiB.
+
+    Linux's ``VmHWM`` (``/proc/self/status``): the high-water mark of this
+    process's memory map, which ``exec`` starts afresh.  ``getrusage``'s
+    ``ru_maxrss`` is *not* used where ``VmHWM`` exists: the kernel carries it
+    across ``fork``/``exec``, so a runner started by a large harness would report
+    the harness's peak (issue 14: both peers showed the parent's figure).
+    Elsewhere (macOS) ``ru_maxrss`` is the fallback (bytes there, KiB on Linux).
+    """
+    hwm = _proc_status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 1024.0
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024.0
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, MiB (``VmRSS``; 0.0 where unknown)."""
+    now = _proc_status_kib("VmRSS")
+    return 0.0 if now is None else now / 1024.0
 
 
 def dir_bytes(path: str) -> int:

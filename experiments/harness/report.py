@@ -98,6 +98,32 @@ def cost_row(entry: dict, dataset: str | None) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def warm_lines(results: list[tuple[str | None, dict]]) -> list[str]:
+    """A table of the jxmc entries measured again with a warm persistent compile cache
+    (``--compile-cache cold+warm``); empty when there are none."""
+    rows = [(d, e) for d, e in results if isinstance(e.get("warm"), dict) and "train_s" in e["warm"]]
+    if not rows:
+        return []
+    with_ds = any(d for d, _ in rows)
+    cols = (["dataset"] if with_ds else []) + [
+        "system", "cache", "compile s", "train total s", "predict compile s",
+        "first one-at-a-time pass ms/q", "process wall s", "same predictions"]
+    out = ["", "jxmc again, in a new process reading the persistent compile cache the cold run "
+           "filled (`--compile-cache cold+warm`):", "",
+           "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    for d, e in rows:
+        t, w = e["times"], e["warm"]
+        for name, x in (("cold", {**t, "process_wall_s": t["process_wall_s"]}), ("warm", w)):
+            cells = ([d] if with_ds else []) + [e["label"], name, _sig(x["compile_s"]),
+                                                _sig(x["train_total_s"]), _sig(x["predict_compile_s"]),
+                                                _sig(x["predict_one_first_ms_per_query"]),
+                                                _sig(x["process_wall_s"]),
+                                                "" if name == "cold" else
+                                                ("yes" if w.get("same_predictions_as_cold") else "NO")]
+            out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def _machine_line(run: dict) -> str:
     m = run["machine"]
     return (f"{m['cpu_model']}, {m['cpus']} cores ({m['cpus_usable']} usable), "
@@ -113,7 +139,8 @@ def cost_notes(n_one: int | str = 200) -> list[str]:
         "predict ms/q: steady state (second pass) over the whole test set in one call (batched), and "
         f"over {n_one} test points one call each (one at a time; PECOS with 1 thread there), top 10; "
         "predict compile s: JAX compilation in the first passes, left out of the steady state.",
-        "peak MiB: the system's process's maximum resident set (ru_maxrss), data loading included; "
+        "peak MiB: the system's own process's maximum resident set (Linux VmHWM, read by the process "
+        "itself; older results used ru_maxrss, which carries the harness's peak), data loading included; "
         "model MiB: the saved model's files (featuriser excluded for every system).",
         "PSnDCG@k here is `jxmc.metrics`' (as napkinxc: each point's PSDCG divided by its "
         "IDCG(min(k, |y|)), then the sum over the sum of the best achievable); `../shared/PEERS.md` "
@@ -145,6 +172,7 @@ def dataset_markdown(res: dict) -> str:
         "",
         *cost_header(False),
         *(cost_row(res["results"][k], None) for k in keys),
+        *warm_lines([(None, res["results"][k]) for k in keys]),
         "",
         *("- " + n for n in cost_notes(run.get("n_one", 200))),
     ]
@@ -204,6 +232,8 @@ def aggregate_markdown(results: list[dict]) -> str:
     for res in results:
         for k in sorted(res["results"], key=entry_order):
             lines.append(cost_row(res["results"][k], res["dataset"]))
+    lines += warm_lines([(res["dataset"], res["results"][k]) for res in results
+                         for k in sorted(res["results"], key=entry_order)])
     n_one = sorted({str(r["run"].get("n_one", 200)) for r in results}) or ["200"]
     lines += ["", *("- " + n for n in cost_notes("/".join(n_one))), "", "Runs:", ""]
     for res in results:

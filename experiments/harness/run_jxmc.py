@@ -3,7 +3,7 @@
 ``python run_jxmc.py WORK OUT`` (see :mod:`common` for the folders).
 
 ``get_method(spec["method"])``, its default ``Config`` (plus the spec's
-``jxmc_set`` overrides), ``fit(X, Y, config, seed=0, progress=False)`` and
+``jxmc_set`` overrides), ``fit(X, Y, config, seed=spec['seed'], progress=False)`` and
 ``predict(params, X, config, k=k)``.
 
 Compilation time is read from JAX's own monitoring events: every jaxpr trace,
@@ -13,7 +13,9 @@ lowering to MLIR and XLA backend compile reports its time span
 and the compile time of a phase is the length of the union of those spans that
 fall inside it (nested traces are counted once).  The rest of the phase is
 everything else: host work, device compute and transfers.  The persistent
-compilation cache is left off, so every run compiles from scratch.  Like the
+compilation cache is what ``JXMC_COMPILE_CACHE`` says, as for ``jxmc train``
+(:func:`jxmc.devices.use_compile_cache`); the harness sets it ``off`` (cold)
+unless it measures the warm state (``--compile-cache cold+warm``).  Like the
 ``jxmc`` command line, the run splits the host into as many JAX devices as it
 has threads (``--threads``; :mod:`jxmc.devices`), so that the solver's chunks
 run on every core.
@@ -29,10 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
-from jxmc.devices import limit_heap_growth, use_host_cores  # noqa: E402
+from jxmc.devices import limit_heap_growth, use_compile_cache, use_host_cores  # noqa: E402
 
 use_host_cores(int(os.environ.get("OMP_NUM_THREADS", "0")) or None)  # as `jxmc train` does
 limit_heap_growth()
+COMPILE_CACHE = use_compile_cache()
 
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -94,14 +97,15 @@ def run(work: str, out: str) -> dict:
     rss_load = common.maxrss_mb()
 
     w0, t0 = time.time(), time.perf_counter()
-    params = method.fit(X, Y, config, seed=0, progress=False)
+    seed = int(spec.get("seed", 0))
+    params = method.fit(X, Y, config, seed=seed, progress=False)
     params = jax.tree_util.tree_map(np.asarray, params)  # everything on the host: fit is done
     train_s = time.perf_counter() - t0
     compile_s = clock.within(w0, time.time())
     rss_train = common.maxrss_mb()
 
     model_dir = os.path.join(out, "model")
-    modeldir.save(model_dir, method=method.name, config=config_to_dict(config), seed=0,
+    modeldir.save(model_dir, method=method.name, config=config_to_dict(config), seed=seed,
                   data={"dataset": spec["dataset"], "bench": True}, params=params,
                   label_names=None, featurizer=None)
 
@@ -121,13 +125,14 @@ def run(work: str, out: str) -> dict:
     return {
         "system": "jxmc",
         "method": method.name,
-        "settings": {"method": method.name, **config_to_dict(config), "seed": 0},
+        "settings": {"method": method.name, **config_to_dict(config), "seed": seed},
         "train_s": train_s,
         "compile_s": compile_s,
         "predict": pt,
         "predict_compile_s": sum(windows.values()),
         "predict_compile_by_pass_s": windows,
         "compile_events": clock.events,
+        "compile_cache": COMPILE_CACHE or "off",
         "model_bytes": common.dir_bytes(model_dir),
         "rss_after_load_mb": rss_load,
         "rss_after_train_mb": rss_train,

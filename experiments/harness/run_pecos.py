@@ -44,7 +44,7 @@ def run(work: str, out: str) -> dict:
     threads, k = int(spec["threads"]), int(spec["k"])
     rss_load = common.maxrss_mb()
     Yc = sp.csc_matrix(Y, dtype=np.float32)  # PECOS takes labels as csc (format only, not timed)
-    s = SETTINGS
+    s = dict(SETTINGS, seed=int(spec.get("seed", SETTINGS["seed"])))
     with common.Clock() as c_embed:
         Z = LabelEmbeddingFactory.create(Yc, X, method=s["label_embedding"], threads=threads)
     with common.Clock() as c_index:
