@@ -37,6 +37,7 @@ PUBLISHED = {
     ("bibtex", "CPLST"): (62.38, 37.84, 27.62),
     ("delicious", "Parabel"): (67.44, 61.83, 56.75), ("delicious", "LEML"): (65.67, 60.55, 56.08),
     ("delicious", "CPLST"): (65.31, 59.95, 55.31),
+    ("bibtex", "CS"): (58.87, 33.53, 23.72), ("delicious", "CS"): (61.36, 56.46, 52.07),
 }
 
 
@@ -186,6 +187,13 @@ def other_methods(folder: str = RESULTS) -> list[str]:
             rows.append([ds, f"jxmc `{r['method']}` " + mark(emb.get("date", "date not recorded"), g),
                          n2(r["P@1"]), n2(r["P@3"]), n2(r["P@5"]), n2(r["PSP@5"]),
                          sig(r["fit_s_cold"])])
+        cs = load("cs", folder)
+        for r in (cs or {}).get("results", []):
+            if r["dataset"] != ds:
+                continue
+            what = f"`cs` (m = {r['m_used']}{', ' + ' '.join(r['set']) if r['set'] else ''})"
+            rows.append([ds, f"jxmc {what} " + mark(cs["date"], cs["git"]), n2(r["P@1"]),
+                         n2(r["P@3"]), n2(r["P@5"]), n2(r["PSP@5"]), sig(r["fit_s"])])
         for (d, system), p in PUBLISHED.items():
             if d == ds:
                 rows.append([ds, f"{system}, published ‡", n2(p[0]), n2(p[1]), n2(p[2]), "–", "–"])
@@ -199,7 +207,8 @@ def other_methods(folder: str = RESULTS) -> list[str]:
         notes.append(f"{sym} {when(date, commit, dirty)}")
     out = ["Each row one `jxmc train` (times: training only, noisy: other jobs shared the 2 "
            "cores). Scripts: `experiments/disentanglement.py` (parabel, bonsai, xr-linear λ), "
-           "`experiments/label_embedding.py` (plst, cplst, leml), `experiments/transformers_cpu.py` "
+           "`experiments/label_embedding.py` (plst, cplst, leml), `experiments/cs.py` (cs), "
+           "`experiments/transformers_cpu.py` "
            "(the transformer methods at smoke scale: 1 epoch, 64 tokens).", ""]
     out += table(["dataset", "method", "P@1", "P@3", "P@5", "PSP@5", "train s"], rows)
     out += ["", "Runs: " + "; ".join(notes) + ". ‡ Extreme Classification Repository, BoW "
@@ -244,6 +253,47 @@ def scale(folder: str = RESULTS) -> list[str]:
          "predict ms/query"], rows)
 
 
+def serve(folder: str = RESULTS) -> list[str]:
+    """The prediction service's load test, from ``serve.json``."""
+    r = load("serve", folder)
+    if r is None:
+        return ["(not run yet: `python experiments/bench_serve.py`)"]
+    rows = []
+    for name, x in r["phases"].items():
+        lat = x["latency_ms"]
+        rows.append([name, str(x["clients"]), str(x["requests"]), f"{x['throughput_rps']:.0f}",
+                     f"{lat['p50']:.1f}", f"{lat['p99']:.1f}", str(x["errors"]),
+                     f"{x['served']['points'] / max(x['served']['batches'], 1):.2f}",
+                     "yes" if x["answers_equal_jxmc_predict"] else "NO"])
+    return [f"`jxmc serve` of {r['method']} on {r['dataset']}, one test document per request, "
+            f"k = {r['args'].get('k', 10)}, a new connection per request (urllib), on the loopback of "
+            f"{r['machine']['cpu']} ({r['machine']['cores']} cores); ready {r['server']['start_to_ready_s']:.0f} s "
+            f"after start; {when(r['date'], r['git']['commit'], r['git']['dirty'])}; "
+            "`python experiments/bench_serve.py`:", ""] + table(
+        ["phase", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors",
+         "points per jitted call", "answers = `jxmc predict`"], rows)
+
+
+def calibration(folder: str = RESULTS) -> list[str]:
+    """ECE@k and Brier@k before and after calibration, from ``calibration.json``."""
+    r = load("calibration", folder)
+    if r is None:
+        return ["(not run yet: `python experiments/calibration.py`)"]
+    rows = []
+    for d in r["results"]:
+        for name in ("raw", "isotonic", "platt"):
+            m = d[name]
+            rows.append([d["dataset"], name] + [f"{100 * m[f'ECE@{k}']:.2f}" for k in (1, 5, 10)]
+                        + [f"{100 * m[f'Brier@{k}']:.2f}" for k in (1, 5, 10)]
+                        + [f"{100 * m['P@1']:.2f}"])
+    return [f"xr-linear, {r.get('folds', 3)}-fold cross-fitted on the training split, scored on "
+            f"the test split, in %; {when(r['date'], r['git']['commit'], r['git']['dirty'])}; "
+            "`python experiments/calibration.py` (reliability diagram: "
+            "`experiments/results/calibration_reliability.png`):", ""] + table(
+        ["dataset", "scores", "ECE@1", "ECE@5", "ECE@10", "Brier@1", "Brier@5", "Brier@10", "P@1"],
+        rows)
+
+
 def simd(folder: str = RESULTS) -> list[str]:
     """The same ``jxmc train`` with this CPU's SIMD kernels limited, from ``simd.json``."""
     r = load("simd", folder)
@@ -253,7 +303,7 @@ def simd(folder: str = RESULTS) -> list[str]:
     for x in r["runs"]:
         env = " ".join(f"`{k}={v}`" for k, v in x["env"].items()) or "as installed"
         rows.append([x["variant"], env, n2(x["P@1"]), n2(x["P@3"]), n2(x["P@5"]), n2(x["PSP@5"]),
-                     ", ".join(f"{lv['weights']:,}" for lv in x["levels"])])
+                     ", ".join(f"{lv['weights']:,}" for lv in x["levels"]) or "not recorded"])
     return [f"`jxmc train --data ../shared/data/{r['dataset']}` four times on {r['machine']['cpu']} "
             f"({r['machine']['simd']}), {when(r['date'], r['git']['commit'], r['git']['dirty'])}; "
             "`python experiments/simd.py`:", ""] + table(
@@ -261,6 +311,8 @@ def simd(folder: str = RESULTS) -> list[str]:
 
 
 TABLES: dict[str, Callable[[str], list[str]]] = {
+    "serve": serve,
+    "calibration": calibration,
     "simd": simd,
     "side-by-side": side_by_side,
     "seeds": seed_spread,

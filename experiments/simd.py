@@ -44,8 +44,8 @@ LEVEL = re.compile(r"level (\d+)/\d+ trained, (\d+) slots, (\d+) weights")
 def run(data: str, variant: str, work: str) -> dict:
     env = {**provenance.cold_env(), **VARIANTS[variant]}
     model = os.path.join(work, variant)
-    train = subprocess.run([sys.executable, "-m", "jxmc", "train", "--data", data, "--model-dir", model,
-                            "--no-progress"], capture_output=True, text=True, env=env, cwd=REPO)
+    train = subprocess.run([sys.executable, "-m", "jxmc", "train", "--data", data, "--model-dir", model],
+                           capture_output=True, text=True, env=env, cwd=REPO)  # the level lines
     if train.returncode != 0:
         raise SystemExit(f"simd.py: {variant}: jxmc train failed:\n{train.stderr[-2000:]}")
     ev = subprocess.run([sys.executable, "-m", "jxmc", "evaluate", "--data", data, "--model-dir", model,

@@ -1,4 +1,4 @@
-"""The ``jxmc`` command line: ``jxmc train | predict | evaluate``.
+"""The ``jxmc`` command line: ``jxmc train | predict | evaluate | calibrate | serve``.
 
 Errors in the input or the options are reported in one line (``jxmc: error:
 <file>:<line>: <what is wrong>``) and the command exits with status 2, without a
@@ -23,7 +23,7 @@ from jxmc.version import __version__  # noqa: E402
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jxmc", description="Extreme multi-label classification in JAX.")
     p.add_argument("--version", action="version", version=f"jxmc {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate,calibrate,serve}")
 
     t = sub.add_parser("train", help="train a model, then print the test metrics")
     t.add_argument("--data", default=None,
@@ -52,7 +52,10 @@ def _parser() -> argparse.ArgumentParser:
                          "or an XC features file")
     pr.add_argument("--model-dir", required=True)
     pr.add_argument("--top-k", type=int, default=10)
-    pr.add_argument("--out", required=True, help="output file: one line per point, 'label:score' pairs")
+    pr.add_argument("--out", required=True, help="output file: one line per point, 'label:score' pairs "
+                    "(calibrated model: 'label:probability')")
+    pr.add_argument("--threshold", type=float, default=None, metavar="P",
+                    help="keep only labels whose calibrated probability is >= P (needs 'jxmc calibrate')")
     _add_predict_set(pr)
     _add_mesh(pr)
 
@@ -62,6 +65,33 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="one JSON object, values as fractions")
     _add_predict_set(e)
     _add_ab(e)
+
+    c = sub.add_parser("calibrate", help="fit score -> probability calibration on held-out "
+                                         "training folds; saved in the model directory")
+    c.add_argument("--data", default=None, help="the dataset folder the model was trained on "
+                                                "(default: the built-in synthetic dataset)")
+    c.add_argument("--model-dir", required=True)
+    c.add_argument("--method", default="isotonic", choices=("isotonic", "platt"),
+                   help="isotonic regression (default) or Platt scaling")
+    c.add_argument("--folds", type=int, default=3, metavar="F",
+                   help="train on F-1 folds, score the held-out one, F times (default 3)")
+    _add_predict_set(c)
+
+    s = sub.add_parser("serve", help="an HTTP JSON prediction service (POST /predict, GET /health)")
+    s.add_argument("--model-dir", required=True)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
+    s.add_argument("--max-batch", type=int, default=32, metavar="B",
+                   help="most points gathered into one jitted call, a power of two (default 32)")
+    s.add_argument("--max-wait-ms", type=float, default=2.0, metavar="W",
+                   help="how long a request waits for others to batch with (default 2 ms)")
+    s.add_argument("--max-k", type=int, default=100, help="largest 'k' a request may ask (default 100)")
+    s.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
+                   help="largest request body; larger ones get 413 (default 1 MiB)")
+    s.add_argument("--warm-nnz", type=int, default=64, metavar="Z",
+                   help="warm-up compiles sparse rows of up to Z non-zeros (default 64)")
+    _add_predict_set(s)
+    _add_mesh(s)
     return p
 
 
@@ -88,19 +118,10 @@ def _add_mesh(p: argparse.ArgumentParser) -> None:
 
 
 def _compile_cache() -> None:
-    """Turns on JAX's persistent compilation cache, so a repeated command skips XLA compiles.
+    """JAX's persistent compilation cache (:func:`jxmc.devices.use_compile_cache`)."""
+    from jxmc.devices import use_compile_cache
 
-    The folder is ``$JXMC_COMPILE_CACHE`` (default ``~/.cache/jxmc/xla``); set it to
-    ``off`` to compile afresh (the benchmarks under experiments/ do).
-    """
-    where = os.environ.get("JXMC_COMPILE_CACHE",
-                           os.path.join(os.path.expanduser("~"), ".cache", "jxmc", "xla"))
-    if where.strip().lower() in ("", "0", "off", "none", "false"):
-        return
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    use_compile_cache()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             return commands.train(args)
         if args.command == "predict":
             return commands.predict(args)
+        if args.command == "calibrate":
+            return commands.calibrate(args)
+        if args.command == "serve":
+            from jxmc import serve
+            return serve.serve(args)
         return commands.evaluate(args)
     except JxmcError as e:
         print(f"jxmc: error: {e}", file=sys.stderr)

@@ -32,6 +32,10 @@ from jxmc.models.base import (
 KS = (1, 3, 5, 10)
 JSON_KEYS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5",
              "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "R@5", "R@10")
+#: ``evaluate --json`` keys after :data:`JSON_KEYS`: label-wise metrics always,
+#: ``ECE@k`` / ``Brier@k`` when the model has a calibrator (jxmc.calibration).
+EXTRA_JSON_KEYS = tuple(f"{m}@{k}" for m in ("macro-P", "macro-R", "coverage") for k in KS) + \
+    tuple(f"{m}@{k}" for m in ("ECE", "Brier") for k in KS)
 
 
 def _log(msg: str) -> None:
@@ -173,18 +177,59 @@ def _load_model(args):
 def predict(args) -> int:
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
-    mesh = _mesh(args)
-    model, method, config = _load_model(args)
-    mesh = usable_mesh(method, mesh, "prediction")
+    from jxmc.predictor import Predictor  # the service and the notebooks predict through it too
+
+    predictor = Predictor(args.model_dir, overrides=args.overrides, mesh=_mesh(args))
+    model = predictor.model
+    from jxmc import calibration
+
+    cal = predictor.calibrator  # jxmc.calibration.load(model_dir): None when not calibrated
+    threshold = getattr(args, "threshold", None)
+    if threshold is not None and cal is None:
+        raise ConfigError(f"--threshold needs a calibrated model; {args.model_dir} has no "
+                          f"{calibration.CALIBRATION_FILE} (run 'jxmc calibrate' first)")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be a probability in [0, 1], got {threshold}")
     X, texts = read_predict_inputs(args.data, model)
-    topk = _predict(method, model.params, X, texts, config, args.top_k, mesh)
+    topk = predictor.topk(X, texts, k=args.top_k)
     names = model.label_names
+    values = topk.scores if cal is None else cal(topk.scores)  # calibrated: probabilities
+    keep = (topk.ids >= 0) if threshold is None else (topk.ids >= 0) & (values >= threshold)
     with atomic_write(args.out) as f:
-        for ids, scores in zip(topk.ids, topk.scores, strict=True):
+        for ids, scores, row_keep in zip(topk.ids, values, keep, strict=True):
             pairs = [f"{names[i] if names is not None else i}:{s:.6g}"
-                     for i, s in zip(ids.tolist(), scores.tolist(), strict=True) if i >= 0]
+                     for i, s, ok in zip(ids.tolist(), scores.tolist(), row_keep.tolist(),
+                                         strict=True) if ok]
             f.write(" ".join(pairs) + "\n")
     _log(f"jxmc: wrote the top {args.top_k} labels of {X.shape[0]} points to {args.out}")
+    return 0
+
+
+def calibrate(args) -> int:
+    """``jxmc calibrate``: cross-fits a calibrator on the training split (jxmc.calibration)
+    and saves it in the model directory."""
+    from jxmc import calibration
+
+    model, method, config = _load_model(args)
+    ds = load_dataset(args.data)
+    n_features, n_labels = model.manifest["data"]["n_features"], model.manifest["data"]["n_labels"]
+    if ds.n_features != n_features or ds.n_labels != n_labels or \
+            (model.label_names is not None and list(ds.label_names or []) != list(model.label_names)):
+        raise ConfigError(f"--data {args.data}: {ds.n_features} features / {ds.n_labels} labels, but "
+                          f"the model in {args.model_dir} was trained on {n_features} / {n_labels} "
+                          f"(calibrate on the data it was trained on)")
+    _log(f"jxmc: cross-fitting {args.method} calibration of {method.name} over {args.folds} folds "
+         f"of {ds.train.X.shape[0]} training points")
+    t0 = time.perf_counter()
+    scores, relevant = calibration.cross_fit_pairs(
+        method, ds.train.X, ds.train.Y, config, folds=args.folds, k=max(KS),
+        seed=model.manifest.get("seed", 0), texts=_texts(method, ds.train.texts), log=_log)
+    cal = calibration.fit(scores, relevant, args.method, k=max(KS), folds=args.folds)
+    path = calibration.save(args.model_dir, cal)
+    held = metrics.calibration_metrics(cal(scores), relevant, ks=KS)
+    _log(f"jxmc: {args.method} calibrator on {cal.n_pairs} held-out (score, relevant) pairs "
+         f"({time.perf_counter() - t0:.1f} s), written to {path}; in-sample ECE@{max(KS)} "
+         f"{100 * held[f'ECE@{max(KS)}']:.2f}%")
     return 0
 
 
@@ -197,6 +242,13 @@ def evaluate(args) -> int:
     A, B = _ab(args, os.path.basename(os.path.normpath(args.data)) if named_by_folder
                else model.manifest["data"]["name"])
     result = _metrics(topk.ids, Y, counts, model.manifest["data"]["n_train"], A, B)
+    result.update(metrics.macro_metrics(topk.ids, Y, ks=KS))
+    from jxmc import calibration
+
+    cal = calibration.load(args.model_dir)
+    if cal is not None:
+        result.update(metrics.calibration_metrics(cal(topk.scores), metrics.topk_relevance(topk.ids, Y),
+                                                  ks=KS))
     if args.json:
         print(json_metrics(result))
     else:
@@ -213,9 +265,14 @@ def format_table(result: dict[str, float], title: str = "") -> str:
     for name in ("P", "nDCG", "PSP", "PSnDCG"):
         lines.append(f"{name:8}" + "".join(f"{100 * result[f'{name}@{k}']:8.2f}" for k in (1, 3, 5)))
     lines.append(f"{'R':8}{'':8}{'':8}{100 * result['R@5']:8.2f}   R@10 {100 * result['R@10']:.2f}")
+    for name in ("macro-P", "macro-R", "coverage", "ECE", "Brier"):
+        if all(f"{name}@{k}" in result for k in (1, 3, 5)):
+            lines.append(f"{name:8}" + "".join(f"{100 * result[f'{name}@{k}']:8.2f}" for k in (1, 3, 5)))
     return "\n".join(lines)
 
 
 def json_metrics(result: dict[str, float]) -> str:
-    """The ``evaluate --json`` line: :data:`JSON_KEYS`, values as fractions."""
-    return json.dumps({k: float(result[k]) for k in JSON_KEYS})
+    """The ``evaluate --json`` line: :data:`JSON_KEYS`, then those of
+    :data:`EXTRA_JSON_KEYS` that ``result`` has; values as fractions."""
+    keys = JSON_KEYS + tuple(k for k in EXTRA_JSON_KEYS if k in result)
+    return json.dumps({k: float(result[k]) for k in keys})

@@ -77,6 +77,10 @@ __all__ = [
     "finalize",
     "truth_to_padded",
     "evaluate",
+    "topk_relevance",
+    "macro_metrics",
+    "calibration_metrics",
+    "reliability_bins",
 ]
 
 DEFAULT_KS: tuple[int, ...] = (1, 3, 5, 10)
@@ -571,4 +575,249 @@ def evaluate(
     res = finalize(total)
     if drop_ps:
         res = {key: val for key, val in res.items() if not key.startswith("PS")}
+    return res
+
+
+# ---------------------------------------------------- macro-averaged and calibration
+
+
+def _pred_matrix(pred_ids: Any, kmax: int) -> np.ndarray:
+    ids = getattr(pred_ids, "ids", pred_ids)
+    pred = np.asarray(ids)
+    if pred.ndim != 2:
+        raise ValueError(f"pred_ids must be 2-d, got shape {pred.shape}")
+    if kmax > pred.shape[1]:
+        raise ValueError(f"k={kmax} is larger than the number of predictions {pred.shape[1]}")
+    return (pred[:, :kmax] if kmax else pred).astype(np.int64)
+
+
+def _truth_csr(truth: Any, n: int) -> Any:
+    import scipy.sparse as sp
+
+    if hasattr(truth, "tocsr"):
+        Yc = _canonical_csr(truth)
+    else:
+        tr = np.asarray(truth)
+        if tr.ndim != 2:
+            raise ValueError(f"truth must be sparse or 2-d padded ids, got shape {tr.shape}")
+        rows, cols = np.nonzero(tr >= 0)
+        ids = tr[rows, cols].astype(np.int64)
+        width = int(ids.max()) + 1 if ids.size else 0
+        Yc = _canonical_csr(sp.csr_matrix((np.ones(ids.size, np.float32), (rows, ids)),
+                                          shape=(tr.shape[0], width)))
+    if Yc.shape[0] != n:
+        raise ValueError(f"pred_ids has {n} rows but truth has {Yc.shape[0]}")
+    return Yc
+
+
+def topk_relevance(pred_ids: Any, truth: Any) -> np.ndarray:
+    """Whether each prediction is a true label: ``bool[n, k]``.
+
+    Args:
+      pred_ids: ``i32[n, k]`` predicted ids (``-1`` = none, never relevant), or a
+        :class:`jxmc.types.TopK`.
+      truth: scipy sparse ``(n, L_all)`` labels, or padded ``i32[n, m]`` ids.
+
+    Raises:
+      ValueError: on mismatched row counts or a non-2-d ``pred_ids``.
+    """
+    pred = _pred_matrix(pred_ids, 0)
+    n, k = pred.shape
+    Yc = _truth_csr(truth, n)
+    valid = (pred >= 0) & (pred < Yc.shape[1])
+    out = np.zeros((n, k), bool)
+    if n and k and Yc.nnz:
+        rows = np.repeat(np.arange(n), k)[valid.ravel()]
+        vals = np.asarray(Yc[rows, pred.ravel()[valid.ravel()]]).ravel()
+        out[valid] = vals != 0
+    return out
+
+
+def macro_metrics(
+    pred_ids: Any,
+    truth: Any,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    n_labels: int | None = None,
+    epsilon: float = 0.0,
+) -> dict[str, float]:
+    """Label-wise metrics of the top-k predictions, as xCOLUMNs defines them.
+
+    The top-k predictions of the ``n`` points form a binary prediction matrix
+    ``y_pred`` (``n x L``, ``k`` ones per row when every row has ``k`` predictions);
+    with the test labels ``y_true`` (``n x L``), per label ``l``:
+    ``TP_l = sum_i y_true[i,l] y_pred[i,l]``, ``FP_l = sum_i (1 - y_true[i,l]) y_pred[i,l]``,
+    ``FN_l = sum_i y_true[i,l] (1 - y_pred[i,l])``, and
+
+    - ``macro-P@k = 1/L sum_l TP_l / (TP_l + FP_l)`` (precision of each label's
+      predictions, averaged over labels);
+    - ``macro-R@k = 1/L sum_l TP_l / (TP_l + FN_l)`` (recall of each label);
+    - ``coverage@k = 1/L sum_l [TP_l > 0]`` (share of labels predicted correctly at
+      least once).
+
+    The average is over *all* ``L`` labels; a label never predicted (precision) or
+    without test positives (recall) scores 0, as in xCOLUMNs, whose
+    ``TP / (TP + FP + epsilon)`` with ``epsilon = 1e-6`` on counts divided by ``n``
+    is 0 there too. With ``epsilon=0`` (the default) the ratios are exact and a zero
+    denominator gives 0; ``epsilon=1e-6`` reproduces xCOLUMNs' numbers (its
+    ``macro_precision`` / ``macro_recall`` / ``coverage`` of version 0.0.2,
+    ``xcolumns/metrics.py``) to rounding.
+
+    Source: xCOLUMNs (Wydmuch et al., https://github.com/mwydmuch/xCOLUMNs),
+    ``binary_precision_on_conf_matrix``, ``binary_recall_on_conf_matrix``,
+    ``coverage_on_conf_matrix`` averaged by ``make_macro_metric_on_conf_matrix``;
+    Schultheis, Wydmuch, Babbar & Dembczynski, "Generalized test utilities for
+    long-tail performance in extreme multi-label classification", NeurIPS 2023.
+
+    Args:
+      pred_ids: ``i32[n, k']`` predicted ids, best first, ``-1`` = none (a missing
+        prediction counts nowhere); ids assumed distinct within a row.
+      truth: scipy sparse ``(n, L_all)`` labels (non-zero = positive), or padded
+        ``i32[n, m]`` ids.
+      ks: cut-offs.
+      n_labels: ``L``, the labels averaged over; default the number of columns of a
+        sparse ``truth`` (``L_all``, test-only labels included: they count with
+        recall 0), or ``max id + 1`` of predictions and padded truth.
+      epsilon: added to each denominator after dividing the counts by ``n``
+        (xCOLUMNs: ``1e-6``).
+
+    Returns:
+      ``{"macro-P@k", "macro-R@k", "coverage@k"}`` for every ``k``, fractions.
+
+    Raises:
+      ValueError: mismatched row counts, ``max(ks)`` wider than ``pred_ids``, bad
+        ``ks``, ``epsilon < 0``, or an id ``>= n_labels``.
+    """
+    ks = _check_ks(ks)
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+    pred = _pred_matrix(pred_ids, max(ks))
+    n = pred.shape[0]
+    Yc = _truth_csr(truth, n)
+    max_pred = int(pred.max(initial=-1))
+    L = int(n_labels) if n_labels is not None else max(Yc.shape[1], max_pred + 1)
+    if max_pred >= L or Yc.shape[1] > L and Yc.nnz and int(Yc.indices.max()) >= L:
+        raise ValueError(f"a label id is >= n_labels={L}")
+    rel = topk_relevance(pred, Yc)
+    pos = np.bincount(Yc.indices, minlength=L)[:L].astype(np.float64)
+    res: dict[str, float] = {}
+    for k in ks:
+        p, r = pred[:, :k], rel[:, :k]
+        ok = p >= 0
+        n_pred = np.bincount(p[ok], minlength=L).astype(np.float64)
+        tp = np.bincount(p[ok & r], minlength=L).astype(np.float64)
+        scale = 1.0 / n if n else 1.0
+        den_p = (n_pred * scale) + epsilon
+        den_r = (pos * scale) + epsilon
+        prec = np.divide(tp * scale, den_p, out=np.zeros(L), where=den_p > 0)
+        rec = np.divide(tp * scale, den_r, out=np.zeros(L), where=den_r > 0)
+        res[f"macro-P@{k}"] = float(prec.mean()) if L else 0.0
+        res[f"macro-R@{k}"] = float(rec.mean()) if L else 0.0
+        res[f"coverage@{k}"] = float((tp > 0).mean()) if L else 0.0
+    return res
+
+
+def _check_probs(probs: Any, relevant: Any, kmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = np.asarray(probs, dtype=np.float64)
+    r = np.asarray(relevant).astype(bool)
+    if p.ndim != 2 or p.shape != r.shape:
+        raise ValueError(f"probs and relevant must be 2-d of one shape, got {p.shape} and {r.shape}")
+    if kmax > p.shape[1]:
+        raise ValueError(f"k={kmax} is larger than the number of predictions {p.shape[1]}")
+    ok = np.isfinite(p)
+    if np.any((p[ok] < 0) | (p[ok] > 1)):
+        raise ValueError("probs must lie in [0, 1] (apply a calibrator to raw scores first)")
+    return p, r, ok
+
+
+def reliability_bins(probs: Any, relevant: Any, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Equal-width reliability-diagram bins of (probability, outcome) pairs.
+
+    Bin ``b`` (``0 <= b < n_bins``) holds the probabilities in
+    ``[b / n_bins, (b + 1) / n_bins)`` (edges as the float nearest to ``b / n_bins``);
+    the last bin also holds 1.0 (torchmetrics' ``BinaryCalibrationError`` binning,
+    which Ullah et al. 2025 use, up to the rounding of its edges). Non-finite
+    probabilities (missing predictions, score ``-inf``) are left out.
+
+    Args:
+      probs: ``f[...]`` predicted probabilities in ``[0, 1]``.
+      relevant: ``bool[...]`` of the same shape: the outcome of each prediction.
+      n_bins: number of bins.
+
+    Returns:
+      ``{"count": i64[n_bins], "confidence": f64[n_bins] (mean probability),
+      "accuracy": f64[n_bins] (share relevant)}``; empty bins have 0 for both means.
+
+    Raises:
+      ValueError: shapes differ, probabilities outside ``[0, 1]``, ``n_bins < 1``.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    r = np.asarray(relevant).astype(bool).ravel()
+    if p.shape != r.shape:
+        raise ValueError(f"probs and relevant differ in size: {p.size} and {r.size}")
+    ok = np.isfinite(p)
+    p, r = p[ok], r[ok]
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("probs must lie in [0, 1] (apply a calibrator to raw scores first)")
+    edges = np.arange(n_bins + 1) / n_bins  # b / n_bins, correctly rounded (0.3 is in bin 3)
+    b = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins).astype(np.int64)
+    conf_sum = np.bincount(b, weights=p, minlength=n_bins)
+    acc_sum = np.bincount(b, weights=r.astype(np.float64), minlength=n_bins)
+    den = np.maximum(count, 1)
+    return {"count": count, "confidence": conf_sum / den, "accuracy": acc_sum / den}
+
+
+def calibration_metrics(
+    probs: Any,
+    relevant: Any,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    n_bins: int = 10,
+) -> dict[str, float]:
+    """Calibration of the top-k probabilities: ``ECE@k`` and ``Brier@k``.
+
+    The pairs are every (probability, relevant) of ranks ``1..k`` of every point,
+    pooled (Ullah et al. 2025, Section 3: each top-k score is read as the
+    probability that that label is relevant).
+
+    - ``ECE@k = sum_b (n_b / N) |acc_b - conf_b|`` (L1) over :func:`reliability_bins`
+      with ``n_bins`` equal-width bins, ``N`` the number of pairs, ``acc_b`` the share
+      of relevant pairs and ``conf_b`` the mean probability in bin ``b``
+      (Guo et al., "On calibration of modern neural networks", ICML 2017, eq. 3).
+    - ``Brier@k = 1/N sum (p - relevant)^2`` (Brier 1950; sklearn's
+      ``brier_score_loss`` on the pooled pairs).
+
+    Missing predictions (non-finite probability, e.g. the ``-inf`` of an id ``-1``)
+    are left out of both; with no pairs at all both are 0.
+
+    Source: Ullah, Schultheis, Wydmuch, Babbar et al., "How Well Calibrated are
+    Extreme Multi-label Classifiers? An Empirical Analysis", 2025
+    (https://github.com/xmc-aalto/xmc-topk-calibration, ``evaluate_new.py``).
+
+    Args:
+      probs: ``f[n, k']`` probabilities of the top-``k'`` predictions, best first.
+      relevant: ``bool[n, k']`` whether each is a true label (:func:`topk_relevance`).
+      ks: cut-offs.
+      n_bins: ECE bins.
+
+    Returns:
+      ``{"ECE@k", "Brier@k"}`` for every ``k``, fractions.
+
+    Raises:
+      ValueError: shapes differ, ``max(ks) > k'``, probabilities outside ``[0, 1]``.
+    """
+    ks = _check_ks(ks)
+    p, r, ok = _check_probs(probs, relevant, max(ks))
+    res: dict[str, float] = {}
+    for k in ks:
+        pk, rk, okk = p[:, :k][ok[:, :k]], r[:, :k][ok[:, :k]], ok[:, :k]
+        bins = reliability_bins(pk, rk, n_bins)
+        N = int(okk.sum())
+        ece = float(np.sum(bins["count"] * np.abs(bins["accuracy"] - bins["confidence"])) / N) if N else 0.0
+        brier = float(np.mean((pk - rk.astype(np.float64)) ** 2)) if N else 0.0
+        res[f"ECE@{k}"] = ece
+        res[f"Brier@{k}"] = brier
     return res

@@ -3,7 +3,8 @@
 Layout of ``<model-dir>``::
 
     jxmc_model.json      manifest: jxmc version, model format, method, resolved
-                         config, seed, dataset description (written last)
+                         config, seed, dataset description, the size of each file
+                         under params/ (checked on reading) (written last)
     params/              the method's parameters (orbax, see jxmc.checkpoint), and
                          ``train_label_counts`` (i64[L], for PSP@k) beside them
     label_names.txt      raw-text data: the L label names, one per line
@@ -63,15 +64,54 @@ def read_manifest(model_dir: str) -> dict[str, Any] | None:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: unreadable model manifest: {e}") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path}: not a jxmc model manifest (a JSON {type(manifest).__name__}, "
+                         "expected an object)")
     fmt = manifest.get("model_format")
     if fmt != MODEL_FORMAT:
         raise ModelError(f"{path}: written by jxmc {manifest.get('jxmc_version', '?')} in model format "
                          f"{fmt}, but this jxmc {__version__} reads format {MODEL_FORMAT}; "
                          f"retrain the model with this version")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise ModelError(f"{path}: corrupted model manifest: no {', '.join(map(repr, missing))}; "
+                         f"retrain the model")
     return manifest
 
 
+_REQUIRED = ("method", "config", "seed", "data")  # what every format-1 manifest holds
+
+
 LABEL_COUNTS = "train_label_counts"  # stored beside the method's params (as every version has)
+PARAMS_FILES = "params_files"  # manifest key: {path under params/: size in bytes}
+
+
+def _file_sizes(folder: str) -> dict[str, int]:
+    """``{relative path: bytes}`` of every file under ``folder``."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
+    return dict(sorted(out.items()))
+
+
+def _check_file_sizes(model_dir: str, manifest: dict) -> None:
+    """Refuses params files that are missing or of another size than the manifest records
+    (a truncated or damaged directory), before orbax reads them; older manifests without
+    the record are not checked."""
+    expected = manifest.get(PARAMS_FILES)
+    if not isinstance(expected, dict):
+        return
+    folder = os.path.join(model_dir, "params")
+    for rel, size in expected.items():
+        path = os.path.join(folder, rel)
+        if not os.path.isfile(path):
+            raise ModelError(f"{path}: missing; the model directory is damaged, retrain it")
+        got = os.path.getsize(path)
+        if got != size:
+            raise ModelError(f"{path}: {got} bytes where the manifest records {size} (truncated "
+                             f"or damaged); retrain the model")
 
 
 def save(model_dir: str, *, method: str, config: dict, seed: int, data: dict, params: Any,
@@ -101,7 +141,8 @@ def save(model_dir: str, *, method: str, config: dict, seed: int, data: dict, pa
     if featurizer is not None:
         featurizer.save(model_dir)
     manifest = {"jxmc_version": __version__, "model_format": MODEL_FORMAT, "method": method,
-                "config": config, "seed": seed, "data": data, **(extra or {})}
+                "config": config, "seed": seed, "data": data, **(extra or {}),
+                PARAMS_FILES: _file_sizes(final_params)}
     with atomic_write(manifest_path) as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
 
@@ -110,7 +151,8 @@ def load(model_dir: str) -> SavedModel:
     """Reads a model directory.
 
     Raises:
-      ModelError: no finished model there, an incompatible version, or missing files.
+      ModelError: no finished model there, an incompatible version, a corrupted
+        manifest, or missing, truncated or unreadable files.
     """
     if not os.path.isdir(model_dir):
         raise ModelError(f"{model_dir}: model directory not found")
@@ -118,15 +160,21 @@ def load(model_dir: str) -> SavedModel:
     if manifest is None:
         raise ModelError(f"{model_dir}: no finished jxmc model here (no {MANIFEST}); train one with "
                          f"'jxmc train --model-dir {model_dir}'")
+    _check_file_sizes(model_dir, manifest)
     try:
         params = checkpoint.load_params(os.path.join(model_dir, "params"))
-    except (OSError, ValueError, FileNotFoundError) as e:
-        raise ModelError(f"{model_dir}/params: cannot read parameters: {e}") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        why = " ".join(str(e).split())  # one line: tensorstore's messages may span several
+        raise ModelError(f"{model_dir}/params: cannot read parameters ({type(e).__name__}: {why}); "
+                         f"the model directory is damaged, retrain it") from None
     label_names = None
     path = os.path.join(model_dir, "label_names.txt")
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            label_names = f.read().splitlines()
+        try:
+            with open(path, encoding="utf-8") as f:
+                label_names = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ModelError(f"{path}: cannot read the label names: {e}") from None
     featurizer = Featurizer.load(model_dir) if os.path.exists(os.path.join(model_dir, "tfidf.json")) else None
     counts = None
     if isinstance(params, dict) and LABEL_COUNTS in params:

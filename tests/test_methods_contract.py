@@ -39,11 +39,14 @@ TINY: dict[str, list[str]] = {
     "plst": ["rank=4"],
     "cplst": ["rank=4"],
     "leml": ["rank=4", "iters=3"],
+    "cs": ["m=8", "sparsity=3"],
     "parabel": ["max_leaf_size=4", "n_trees=2"],
     "bonsai": ["max_leaf_size=4", "nr_splits=4", "n_trees=2"],
     "cascadexml": ["encoder={encoder}", *_TEXT],
     "xr-transformer": ["encoder={encoder}", *_TEXT, "levels=2"],
     "lightxml": ["encoder={encoder}", *_TEXT],
+    "elmo": ["encoder={encoder}", "pretrained=false", "epochs=2", "max_len=12", "batch_size=16",
+             "lr_encoder=1e-3", "predict_batch_size=32", "chunk=4", "predict_chunk=8"],
 }
 
 # Another valid value for a string-typed predict field (numbers are doubled, flags flipped).

@@ -46,7 +46,8 @@ def test_readme_result_tables_are_the_results_files():
     with open(README, encoding="utf-8") as f:
         text = f.read()
     names = [m.group(2) for m in tables.BLOCK.finditer(text)]
-    assert {"side-by-side", "seeds", "other-methods", "mesh", "scale"} <= set(names), names
+    assert {"side-by-side", "seeds", "other-methods", "mesh", "scale", "simd", "serve",
+            "calibration"} <= set(names), names
     assert tables.render(text) == text, "README is stale: run python experiments/readme_tables.py"
 
 

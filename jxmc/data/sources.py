@@ -87,12 +87,21 @@ def text_dataset(name: str, train: tuple[list[str], list[list[str]]],
     The label vocabulary is the sorted training names; test labels unseen in
     training are appended as extra columns of ``test.Y``; TF-IDF (``tfidf``
     settings, default :class:`TfidfConfig`) is fitted on the training texts.
+
+    Raises:
+      DataError: (naming ``source``) the training texts hold no term that TF-IDF keeps.
     """
     (tr_texts, tr_labels), (te_texts, te_labels) = train, test
     vocab = text.label_vocabulary(tr_labels)
     Ytr, _ = text.encode_labels(tr_labels, vocab, extend_unseen=False)
     Yte, extra = text.encode_labels(te_labels, vocab, extend_unseen=True)
-    featurizer, Xtr = fit_tfidf(tr_texts, tfidf or TfidfConfig())
+    config = tfidf or TfidfConfig()
+    try:
+        featurizer, Xtr = fit_tfidf(tr_texts, config)
+    except ValueError as e:  # scikit-learn: no term left (empty texts, too few documents)
+        raise DataError(source, None, f"the training texts give no TF-IDF term in at least "
+                        f"min_df={config.min_df} of the {len(tr_texts)} documents "
+                        f"(scikit-learn: {e})") from None
     Xte = featurizer.transform(te_texts)
     return Dataset(name, "text", Split(Xtr, Ytr, tr_texts), Split(Xte, Yte, te_texts),
                    label_names=vocab, extra_label_names=extra, featurizer=featurizer,

@@ -66,6 +66,9 @@ _F32_OVERFLOW = float.fromhex("0x1.ffffffp+127")
 
 PathLike = str | os.PathLike
 
+# The largest count a header may give: ids are int32 wherever jxmc holds them.
+_MAX_COUNT = 2**31 - 1
+
 
 class XCData(NamedTuple):
     """A split of an XC data set.
@@ -103,7 +106,12 @@ def _header(path: str, lines: Iterator[tuple[int, str]], names: tuple[str, ...])
             f"bad header {text.strip()!r}: expected {len(names)} non-negative integers "
             f"'{expected}'",
         )
-    return [int(p) for p in parts]
+    values = [int(p) for p in parts]
+    for name, v in zip(names, values, strict=True):
+        if v > _MAX_COUNT:
+            raise DataError(path, lineno, f"bad header: {name} {v} is over {_MAX_COUNT}, the "
+                            "most jxmc's 32-bit ids can number")
+    return values
 
 
 def _data_lines(
@@ -260,8 +268,8 @@ def read_xc(
       positives), ``n_features = d``, ``n_labels = L``.
 
     Raises:
-      DataError: missing or unreadable file, non-UTF-8 bytes, empty file, bad header,
-        fewer or more points than the header says, a non-integer, negative, out of range
+      DataError: missing or unreadable file, non-UTF-8 bytes, empty file, bad header
+        (or a count in it over ``2**31 - 1``), fewer or more points than the header says, a non-integer, negative, out of range
         or duplicate label or feature id, a malformed ``feature:value`` pair, a value that
         is not a number, not finite or overflows float32.  The message is
         ``"<path>:<line>: <what is wrong>"``.

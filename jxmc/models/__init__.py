@@ -20,11 +20,13 @@ METHODS: dict[str, str] = {
     "plst": "jxmc.models.embedding.plst",
     "cplst": "jxmc.models.embedding.cplst",
     "leml": "jxmc.models.embedding.leml",
+    "cs": "jxmc.models.embedding.cs",
     "parabel": "jxmc.models.tree_linear.parabel",
     "bonsai": "jxmc.models.tree_linear.bonsai",
     "cascadexml": "jxmc.models.transformer.cascadexml",
     "xr-transformer": "jxmc.models.transformer.xr_transformer",
     "lightxml": "jxmc.models.transformer.lightxml",
+    "elmo": "jxmc.models.transformer.elmo",
 }
 
 

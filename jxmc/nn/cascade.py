@@ -8,9 +8,10 @@ is scored from its own representation (``layers[t-1]``: the concatenated
 per-layer features -- BERT's [CLS] -- of those encoder layers, or the mean-pooled
 output for ``()``), optionally projected (``proj_w: [h', h_t]``), against the
 table ``level_t``.  Level 1 is scored densely; the shortlist of level ``t + 1`` is
-the children of the ``beam`` best level-``t`` nodes, with the positive level-``t``
-nodes added when ``positives`` are given (training;
-:func:`jxmc.tree.shortlist.man_parents`): one beam expansion per level
+the children of the ``beam`` best level-``t`` nodes (prediction); in training
+(``positives`` given) the children of the parents ``spec.negatives`` chooses
+(:func:`jxmc.tree.shortlist.train_parents`: by default ``tfn+man``, the beam's and the
+positive level-``t`` nodes): one beam expansion per level
 (:func:`jxmc.tree.beam.keep`, :func:`jxmc.tree.beam.expand`, as in
 :func:`jxmc.tree.beam.beam_search`) -- CascadeXML (Kharbanda et al., NeurIPS
 2022, Section 3.2), LightXML's dynamic negatives (Jiang et al., AAAI 2021,
@@ -35,7 +36,7 @@ import optax
 from jxmc.nn.heads import score_dense, score_shortlist
 from jxmc.ops.ids import hits
 from jxmc.tree.beam import expand, keep, leaf_topk
-from jxmc.tree.shortlist import man_parents
+from jxmc.tree.shortlist import NEGATIVES, man_parents, train_parents
 from jxmc.types import TopK
 
 
@@ -54,6 +55,9 @@ class Spec(NamedTuple):
       beam: level-``t`` nodes whose children form the level-``t + 1`` shortlist.
       dropout: dropout on the representations in training.
       dtype: compute dtype name (``"float32"`` or ``"bfloat16"``).
+      negatives: the training shortlist of levels ``2 .. D`` (one of
+        :data:`jxmc.tree.shortlist.NEGATIVES`; :func:`jxmc.tree.shortlist.train_parents`);
+        level 1 is scored densely whatever it is, prediction always uses the beam.
     """
 
     encoder: Any  # a flax.linen.Module
@@ -62,6 +66,7 @@ class Spec(NamedTuple):
     beam: int
     dropout: float = 0.0
     dtype: str = "float32"
+    negatives: str = "tfn+man"
 
 
 class Level(NamedTuple):
@@ -88,15 +93,24 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
       params: ``{"encoder": ..., "heads": {"level_t": {"w", "b"[, "proj_w", "proj_b"]}}}``.
       ids, mask: i32[n, s] tokens and attention mask.
       perm: i32[K_D] label at each leaf position, -1 for padding leaves.
-      positives: per level, i32[n, m_t] positive nodes (training: the positive
-        level-``t - 1`` nodes join the beam whose children are level ``t``'s shortlist).
-      rng: a PRNG key enables dropout (training); None is deterministic.
+      positives: per level, i32[n, m_t] positive nodes (training: level ``t``'s
+        shortlist is the children of the level-``t - 1`` parents ``spec.negatives``
+        chooses from the beam and these).
+      rng: a PRNG key enables dropout (training) and draws the ``in-batch`` /
+        ``uniform`` negatives; None is deterministic.
+
+    Raises:
+      ValueError: an unknown ``spec.negatives``; sampled negatives without ``rng``.
 
     Returns:
       One :class:`Level` per level.
     """
+    if spec.negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, "
+                         f"got {spec.negatives!r}")
     dtype = jnp.dtype(spec.dtype)
     train = rng is not None
+    rng0 = rng
     rngs = {}
     if train:
         rng, r_enc = jax.random.split(rng)
@@ -127,9 +141,12 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
             prev = levels[-1]
             prev_logp = jax.lax.stop_gradient(prev.logp)
             parents, _ = keep(prev.ids, prev_logp, min(spec.beam, prev.ids.shape[1]))
-            # the positive level-(t-1) nodes join the beam; at most K_{t-1} distinct parents
-            parents = man_parents(parents, None if positives is None else positives[t - 2],
-                                  math.prod(spec.branching[:t - 1]))
+            n_prev = math.prod(spec.branching[:t - 1])  # at most K_{t-1} distinct parents
+            if positives is None:
+                parents = man_parents(parents, None, n_prev)
+            else:  # training: the parents the negatives option chooses
+                key = None if rng0 is None else jax.random.fold_in(rng0, 1000 + t)
+                parents = train_parents(spec.negatives, parents, positives[t - 2], n_prev, key)
             eq = (parents[:, :, None] == prev.ids[:, None, :]) & (parents[:, :, None] >= 0)
             plp = jnp.max(jnp.where(eq, prev_logp[:, None, :], -jnp.inf), -1)
 

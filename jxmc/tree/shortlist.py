@@ -32,7 +32,10 @@ scores a node twice; the children of node ``u`` are ``u * B + arange(B)``):
 * :func:`uniform`: uniformly random nodes.
 
 ``in_batch`` and ``uniform`` return the positives followed by ``r`` sampled ids.
-:func:`level_positives` gives the positive nodes of every level as such tables.
+:func:`train_parents` is the one choice a transformer level trains on (``NEGATIVES``:
+``tfn``, ``man``, ``tfn+man``, ``in-batch``, ``uniform``), all of one fixed width.
+:func:`level_positives` gives the positive nodes of every level as such tables, every
+positive of every point (the width a power of two sized from the data, no cap).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from jxmc.ops.ids import csr_to_padded, dedupe
+from jxmc.ops.ids import csr_to_padded, dedupe, pow2
 from jxmc.ops.sparse import max_row_nnz
 from jxmc.tree.beam import children
 from jxmc.tree.label_tree import (
@@ -136,16 +139,63 @@ def pair_targets(Y: sp.spmatrix, tree: LabelTree, level: int, inst: np.ndarray,
     return y, mask
 
 
-def level_positives(Y: sp.spmatrix, tree: LabelTree, cap: int) -> tuple[np.ndarray, ...]:
+def level_positives(Y: sp.spmatrix, tree: LabelTree, least: int = 1) -> tuple[np.ndarray, ...]:
     """Per level ``t = 1 .. D``, ``i32[n, m_t]``: the level-``t`` ancestors of each
     point's labels (leaf positions at level ``D``; :func:`positive_nodes`), ascending,
-    ``-1`` padded, ``m_t = min(the most of a point, cap)`` (at least 1): a point with
-    more keeps its ``cap`` smallest."""
+    ``-1`` padded.  Every positive is kept: ``m_t`` is the most positives of a point at
+    level ``t`` rounded up to a power of two (:func:`jxmc.ops.ids.pow2`, at least
+    ``least``), so the shapes are static and few programs compile."""
     out = []
     for t in range(1, tree.depth + 1):
         M = positive_nodes(Y, tree, t)
-        out.append(csr_to_padded(M, max(1, min(max_row_nnz(M), cap))))
+        width = pow2(max_row_nnz(M), least)
+        out.append(csr_to_padded(M, width))
     return tuple(out)
+
+
+NEGATIVES = ("tfn", "man", "tfn+man", "in-batch", "uniform")
+
+
+def train_parents(negatives: str, beam_parents: jax.Array, positive_parents: jax.Array,
+                  n_nodes: int, key: jax.Array | None = None) -> jax.Array:
+    """``i32[n, min(b + m, n_nodes)]``: the parents whose children a level trains on,
+    each once (ascending, ``-1`` last), of the same width for every choice of
+    ``negatives`` (traceable; ``negatives`` static):
+
+    * ``"tfn"``: the positives' parents ``positive_parents: i32[n, m]`` only (their
+      children: the positives and their siblings; XR-Transformer's TFN);
+    * ``"man"``: the beam's ``beam_parents: i32[n, b]`` only -- the model's own best
+      scored nodes, right or wrong (a positive outside the beam is not trained);
+    * ``"tfn+man"``: both (XR-Transformer's TFN+MAN, LightXML's dynamic negatives,
+      CascadeXML);
+    * ``"in-batch"``: the positives' parents and ``b`` drawn from the positive parents
+      of the whole batch (other points' positives as negatives; :func:`in_batch`);
+    * ``"uniform"``: the positives' parents and ``b`` drawn uniformly from
+      ``[0, n_nodes)`` (:func:`uniform`).
+
+    ``key`` (a PRNG key) is needed by ``in-batch`` and ``uniform``.
+
+    Raises:
+      ValueError: an unknown ``negatives``, or no ``key`` for a sampled one.
+    """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+    b = beam_parents.shape[1]
+    if negatives in ("in-batch", "uniform"):
+        if key is None:
+            raise ValueError(f"negatives={negatives!r} samples: it needs a PRNG key")
+        if negatives == "in-batch":
+            parents = in_batch(positive_parents, key, b)
+        else:
+            parents = uniform(positive_parents, key, b, n_nodes)
+        return parents[:, :n_nodes]
+    none_b = jnp.full_like(beam_parents, -1)
+    none_m = jnp.full_like(positive_parents, -1)
+    if negatives == "tfn":
+        return man_parents(none_b, positive_parents, n_nodes)
+    if negatives == "man":
+        return man_parents(beam_parents, none_m, n_nodes)
+    return man_parents(beam_parents, positive_parents, n_nodes)
 
 
 def tfn(positives: jax.Array, B: int) -> jax.Array:

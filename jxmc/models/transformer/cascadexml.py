@@ -13,7 +13,8 @@ in Extreme Multi-label Classification", NeurIPS 2022).
   all-MiniLM-L6-v2, ``(3, 4), 5, 6``.
 * Level 1 is scored densely, level ``t + 1`` on the children of level ``t``'s
   ``beam_size`` best clusters, with the positives' parents added in training
-  (Section 3.2).
+  (Section 3.2; the option ``negatives``, default ``tfn+man``, chooses another training
+  shortlist: :func:`jxmc.tree.shortlist.train_parents`).
 * The per-level BCE losses are summed and everything -- encoder and every
   label table -- trains end to end (Section 3.3).
 * Prediction: a path's score is the product of its levels' sigmoids.

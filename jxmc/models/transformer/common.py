@@ -9,8 +9,8 @@ training phases -- and :func:`fit_network` does the rest, for all three:
 1. the encoder and tokenizer (:func:`load_encoder`);
 2. a balanced label tree from PIFA on TF-IDF (:func:`jxmc.tree.build.build`, its
    top levels merged to the method's ``levels``);
-3. the token table and every level's positive nodes
-   (:func:`jxmc.tree.shortlist.level_positives`);
+3. the token table and every level's positive nodes, all of them (no cap: the
+   buffer's width is sized from the data; :func:`jxmc.tree.shortlist.level_positives`);
 4. :func:`fit_phases`: phase ``p`` trains the levels ``phases[p]`` (the others'
    tables frozen), a checkpoint after every epoch.
 
@@ -52,7 +52,7 @@ from jxmc.train.optim import make_optimizer
 from jxmc.train.step import init_state, make_train_step
 from jxmc.tree.build import TreeSpec, build
 from jxmc.tree.label_tree import LabelTree
-from jxmc.tree.shortlist import level_positives
+from jxmc.tree.shortlist import NEGATIVES, level_positives
 from jxmc.types import TopK
 
 
@@ -70,7 +70,8 @@ class TextConfig:
     clip_norm: float = 1.0  # global gradient-norm clip
     dropout: float = 0.1  # dropout on the representations fed to the heads
     beam_size: int = 10  # nodes per level whose children form the next shortlist
-    max_positives: int = 32  # positive nodes kept per point and level (fixed shapes)
+    negatives: str = "tfn+man"  # training shortlist below level 1: tfn, man, tfn+man, in-batch, uniform
+    max_positives: int = 0  # no effect (every positive counts); older model directories wrote it
     max_leaf_size: int = 100  # labels per leaf cluster at most
     nr_splits: int = 16  # children per internal level of the k-means tree
     kmeans_iters: int = 10  # 2-means iterations per bisection
@@ -110,7 +111,20 @@ def network_spec(config: TextConfig, bert: BertConfig, branching,
     """The :class:`jxmc.nn.cascade.Spec` of a method: BERT, ``layers`` per level, the
     config's beam size and dropout, the compute dtype."""
     return cascade.Spec(encoder_module(bert), tuple(int(b) for b in branching), layers,
-                        config.beam_size, config.dropout, jnp.dtype(compute_dtype()).name)
+                        config.beam_size, config.dropout, jnp.dtype(compute_dtype()).name,
+                        check_negatives(config))
+
+
+def check_negatives(config) -> str:
+    """``config.negatives`` (``"tfn+man"`` when the config has none), checked.
+
+    Raises:
+      ConfigError: a value not in :data:`jxmc.tree.shortlist.NEGATIVES`.
+    """
+    value = getattr(config, "negatives", "tfn+man")
+    if value not in NEGATIVES:
+        raise ConfigError(f"option negatives={value!r} is not one of {', '.join(NEGATIVES)}")
+    return value
 
 
 def pack_encoder_files(bert: BertConfig, tok) -> dict:
@@ -166,9 +180,10 @@ def fit_network(recipe: Recipe, X, Y: sp.csr_matrix, texts: list[str], config: T
     """Steps 1-4 of the module docstring for ``recipe`` (``X``: TF-IDF, for the tree).
 
     Raises:
-      ConfigError: an encoder that cannot be loaded; a mesh the batches or tables do
-        not divide (:func:`fit_phases`).
+      ConfigError: an unknown ``negatives``; an encoder that cannot be loaded; a mesh
+        the batches or tables do not divide (:func:`fit_phases`).
     """
+    check_negatives(config)
     bert, enc, tok = load_encoder(config, seed)
     tree = build(pifa(Y, X), TreeSpec(nr_splits=config.nr_splits,
                                       max_leaf_size=config.max_leaf_size,
@@ -177,7 +192,7 @@ def fit_network(recipe: Recipe, X, Y: sp.csr_matrix, texts: list[str], config: T
     spec = recipe.spec(config, bert, tree.branching)
     heads = recipe.heads(config, tree, spec, bert, seed)
     ids, mask = encode(tok, list(texts), config.max_len)
-    arrays = {"ids": ids, "mask": mask, "pos": level_positives(Y, tree, config.max_positives)}
+    arrays = {"ids": ids, "mask": mask, "pos": level_positives(Y, tree)}
     hook = recipe.on_phase_start(tree) if recipe.on_phase_start is not None else None
     params = fit_phases({"encoder": enc, "heads": heads}, spec, tree.perm, arrays,
                         recipe.phases(tree.depth), config, seed=seed, ckpt=ckpt,

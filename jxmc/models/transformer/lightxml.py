@@ -9,7 +9,9 @@ Extreme Multi-label Text Classification", AAAI 2021).
 * The cluster level is a dense linear layer on it; the label level projects
   it to ``hidden_dim`` and scores only the labels of the ``beam_size`` best
   clusters by the model's own current prediction, plus the positives'
-  clusters in training: dynamic negative sampling (Section 3.3).
+  clusters in training: dynamic negative sampling (Section 3.3; the option
+  ``negatives``, default ``tfn+man``, chooses another training shortlist:
+  :func:`jxmc.tree.shortlist.train_parents`).
 * Both BCE losses are summed and trained jointly; a label's score is the
   product of its cluster's and its own sigmoid (Section 3.4).
 

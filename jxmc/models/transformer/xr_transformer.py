@@ -9,8 +9,9 @@ Multi-label Text Classification", NeurIPS 2021).
    shortlist TFN + MAN (Section 4.2) -- the children of the positives' parents
    and of the parents the model's own beam keeps at level ``t - 1`` (the matcher
    is the current encoder with the level-``t - 1`` table, frozen in phase ``t``
-   like every other table).  The table of level ``t`` starts from its parents'
-   rows (bootstrapping, Section 4.3).  The text representation is the
+   like every other table; the option ``negatives``, default ``tfn+man``, chooses
+   another: :func:`jxmc.tree.shortlist.train_parents`).  The table of level ``t``
+   starts from its parents' rows (bootstrapping, Section 4.3).  The text representation is the
    mean-pooled last layer (sentence-transformers' pooling of all-MiniLM-L6-v2).
 3. The final rankers are XR-Linear (:mod:`jxmc.models.tree_linear.xr_linear`) trained on
    the concatenation of the TF-IDF features and the fine-tuned embedding
@@ -97,15 +98,20 @@ RECIPE = common.Recipe("xr-transformer", levels=lambda config: config.levels, sp
                        on_phase_start=bootstrap)
 
 
-def _fit(X, Y, config: Config, *, seed: int, ckpt, progress: bool, texts: list[str], mesh):
-    """Fine-tunes the encoder level by level, then trains XR-Linear on ``[X, embedding]``.
-
-    With a ``mesh`` both run on it (:func:`jxmc.models.transformer.common.fit_phases`,
-    :func:`jxmc.models.tree_linear.xr_linear.fit`).
+def fit_with_network(X, Y, config: Config, *, seed: int = 0, ckpt=None, progress: bool = True,
+                     texts: list[str], mesh=None) -> tuple[dict, common.Network]:
+    """``(params, network)``: the method's params (as ``fit`` returns them) and the
+    fine-tuned :class:`jxmc.models.transformer.common.Network` (encoder and level
+    tables; ``common.saved_params`` of it predicts on its own through
+    ``common.network_predict(make_spec)``, which shows what the fine-tuning learnt
+    apart from the XR-Linear rankers).
 
     Raises:
-      ConfigError: fewer than 2 labels, ``levels < 1``.
+      ConfigError: fewer than 2 labels, ``levels < 1``, no ``texts``, and what
+        :func:`jxmc.models.transformer.common.fit_network` raises.
     """
+    if texts is None:
+        raise ConfigError("xr-transformer needs the training texts")
     X = sp.csr_matrix(X, dtype=np.float32)
     Y = sp.csr_matrix(Y, dtype=np.float32)
     if Y.shape[1] < 2 or config.levels < 1:
@@ -116,9 +122,23 @@ def _fit(X, Y, config: Config, *, seed: int, ckpt, progress: bool, texts: list[s
                             net.mask, batch_size=config.predict_batch_size)
     linear = xr_linear.METHOD.fit(_concat(X, E), Y, _linear_config(config), seed=seed,
                                   ckpt=None, progress=progress, mesh=mesh)
-    return {"encoder": net.params["encoder"], "linear": linear,
-            "n_tfidf": np.asarray(X.shape[1], np.int32),
-            **common.pack_encoder_files(net.bert, net.tok)}
+    params = {"encoder": net.params["encoder"], "linear": linear,
+              "n_tfidf": np.asarray(X.shape[1], np.int32),
+              **common.pack_encoder_files(net.bert, net.tok)}
+    return params, net
+
+
+def _fit(X, Y, config: Config, *, seed: int, ckpt, progress: bool, texts: list[str], mesh):
+    """Fine-tunes the encoder level by level, then trains XR-Linear on ``[X, embedding]``.
+
+    With a ``mesh`` both run on it (:func:`jxmc.models.transformer.common.fit_phases`,
+    :func:`jxmc.models.tree_linear.xr_linear.fit`).
+
+    Raises:
+      ConfigError: fewer than 2 labels, ``levels < 1``.
+    """
+    return fit_with_network(X, Y, config, seed=seed, ckpt=ckpt, progress=progress, texts=texts,
+                            mesh=mesh)[0]
 
 
 class Model(NamedTuple):
