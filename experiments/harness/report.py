@@ -108,8 +108,8 @@ def warm_lines(results: list[tuple[str | None, dict]]) -> list[str]:
     cols = (["dataset"] if with_ds else []) + [
         "system", "cache", "compile s", "train total s", "predict compile s",
         "first one-at-a-time pass ms/q", "process wall s", "same predictions"]
-    out = ["", "jxmc again, in a new process reading the persistent compile cache the cold run "
-           "filled (`--compile-cache cold+warm`):", "",
+    out = ["", "jxmc again, in a new process reading a persistent compile cache that an earlier "
+           "process filled (`--compile-cache cold+warm`; the cold run has the cache off):", "",
            "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for d, e in rows:
         t, w = e["times"], e["warm"]
