@@ -160,10 +160,13 @@ def other_methods(folder: str = RESULTS) -> list[str]:
     marks = {}
 
     def mark(date, git) -> str:
-        key = (date, git["commit"], bool(git.get("dirty")))
+        """A footnote mark per (commit, dirty) pair; the note gives the dates of its runs."""
+        key = (git["commit"], bool(git.get("dirty")))
         if key not in marks:
-            marks[key] = "†" * (len(marks) + 1)
-        return marks[key]
+            marks[key] = (f"[r{len(marks) + 1}]", [])
+        if date not in marks[key][1]:
+            marks[key][1].append(date)
+        return marks[key][0]
 
     for ds in DATASETS:
         for r in (dis or {}).get("runs", []):
@@ -203,8 +206,9 @@ def other_methods(folder: str = RESULTS) -> list[str]:
                              + mark(trf["date"], trf["git"]),
                              n2(r["P@1"]), n2(r["P@3"]), n2(r["P@5"]), n2(r["PSP@5"]),
                              sig(r["train_s"])])
-    for (date, commit, dirty), sym in marks.items():
-        notes.append(f"{sym} {when(date, commit, dirty)}")
+    for (commit, dirty), (sym, dates) in marks.items():
+        span = dates[0] if len(dates) == 1 else f"{min(dates)} to {max(dates)}"
+        notes.append(f"{sym} {when(span, commit, dirty)}")
     out = ["Each row one `jxmc train` (times: training only, noisy: other jobs shared the 2 "
            "cores). Scripts: `experiments/disentanglement.py` (parabel, bonsai, xr-linear λ), "
            "`experiments/label_embedding.py` (plst, cplst, leml), `experiments/cs.py` (cs), "
