@@ -116,28 +116,12 @@ def child_env(threads: int, compile_cache: str = "off") -> dict:
 # ----------------------------------------------------------------------------- machine
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True,
-                              timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in provenance.read_text("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor() or platform.machine())
-    mem_kib = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
+    mem_kib = next((int(line.split()[1]) for line in provenance.read_text("/proc/meminfo").splitlines()
                     if line.startswith("MemTotal:")), 0)
-    os_name = next((line.split("=", 1)[1].strip().strip('"') for line in _read("/etc/os-release").splitlines()
+    os_name = next((line.split("=", 1)[1].strip().strip('"') for line in provenance.read_text("/etc/os-release").splitlines()
                     if line.startswith("PRETTY_NAME=")), platform.system())
     return {
         "cpu_model": cpu,
@@ -185,7 +169,7 @@ def run_child(python: str, script: str, work: str, out: str, env: dict, timeout:
 
 
 def tail(path: str, n: int = 25) -> str:
-    lines = _read(path).splitlines()
+    lines = provenance.read_text(path).splitlines()
     return "\n".join(lines[-n:])
 
 
@@ -484,7 +468,7 @@ def main(argv=None) -> int:
     run_meta = {
         "run_id": uuid.uuid4().hex[:12],
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_commit": _git("rev-parse", "HEAD") or "unknown",
+        "git_commit": provenance.git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(provenance.dirty_paths()),
         "compile_cache": args.compile_cache,
         "seed": args.seed,

@@ -28,6 +28,10 @@ REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 README = os.path.join(REPO, "README.md")
 DATASETS = ("bibtex", "delicious", "debtags", "debian-deps")
+sys.path.insert(0, os.path.join(HERE, "harness"))
+from report import _num as n2  # noqa: E402  (the harness's number formats, one place)
+from report import _sig as sig  # noqa: E402
+
 BLOCK = re.compile(r"(<!-- results:([a-z0-9-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
 
 # Published figures (P@1/3/5, %), Extreme Classification Repository, BoW features: other
@@ -48,22 +52,6 @@ def load(name: str, folder: str = RESULTS) -> dict | None:
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def n2(x) -> str:
-    return "–" if x is None else f"{x:.2f}"
-
-
-def sig(x) -> str:
-    if x is None:
-        return "–"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    if abs(x) >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
 
 
 def when(date: str, commit: str, dirty: bool) -> str:

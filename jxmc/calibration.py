@@ -237,6 +237,8 @@ def load(model_dir: str) -> Calibrator | None:
     try:
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
+        if not isinstance(d, dict):
+            raise ValueError(f"a JSON {type(d).__name__}, expected an object")
         if d.get("format") != _FORMAT or d.get("method") not in METHODS:
             raise ValueError(f"format {d.get('format')!r}, method {d.get('method')!r}")
         cal = Calibrator.from_json(d)

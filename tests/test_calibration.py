@@ -99,6 +99,17 @@ def test_save_load_round_trip_and_stale_calibrator(tmp_path):
         calibration.load(str(d))
 
 
+@pytest.mark.parametrize("text", ["[]", "3", "null", "{\"format\": 99}", "{not json"])
+def test_a_damaged_calibrator_is_one_model_error(tmp_path, text):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "jxmc_model.json").write_text('{"method": "x"}')
+    (d / calibration.CALIBRATION_FILE).write_text(text)
+    with pytest.raises(ModelError, match="unreadable calibrator") as e:
+        calibration.load(str(d))
+    assert "\n" not in str(e.value)
+
+
 def test_fold_ids_balanced_and_seeded():
     f = calibration.fold_ids(101, 4, seed=3)
     assert sorted(np.bincount(f).tolist()) == [25, 25, 25, 26]

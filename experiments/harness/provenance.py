@@ -26,7 +26,8 @@ RESULTS = "experiments/results/"
 COLD = "off"
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """The file's text, or '' when it cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -80,11 +81,11 @@ def require_clean(allow_dirty: bool, script: str) -> None:
 
 def machine() -> dict:
     """CPU model, cores, RAM, OS and Python/JAX versions of this machine."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in read_text("/proc/cpuinfo").splitlines()
                 if line.startswith("model name")), platform.processor() or platform.machine())
-    flags = next((line.split(":", 1)[1].split() for line in _read("/proc/cpuinfo").splitlines()
+    flags = next((line.split(":", 1)[1].split() for line in read_text("/proc/cpuinfo").splitlines()
                   if line.startswith("flags")), [])
-    mem_kib = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
+    mem_kib = next((int(line.split()[1]) for line in read_text("/proc/meminfo").splitlines()
                     if line.startswith("MemTotal:")), 0)
     out = {
         "cpu": cpu,
