@@ -315,7 +315,29 @@ def simd(folder: str = RESULTS) -> list[str]:
         ["variant", "environment", "P@1", "P@3", "P@5", "PSP@5", "ranker weights per level"], rows)
 
 
+def first_answer(folder: str = RESULTS) -> list[str]:
+    """``jxmc predict`` on a few queries from process start, from ``first_answer.json``."""
+    r = load("first_answer", folder)
+    if r is None:
+        return ["(not run yet: `python experiments/bench_first_answer.py`)"]
+    names = {"import jax": '`python -c "import jax"` (the floor)',
+             "cold": "`jxmc predict`, compile cache off", "warm": "`jxmc predict`, warm compile cache"}
+    rows = []
+    for name, w in r["ways"].items():
+        ws, cs = w["wall_s"], w["cpu_s"]
+        rows.append([names.get(name, name), f"{ws['median']:.2f} ({ws['min']:.2f}–{ws['max']:.2f})",
+                     f"{cs['median']:.2f}"])
+    data = os.path.basename(r["data"].rstrip("/"))
+    return [f"`jxmc predict` of {r['queries']} {data} test texts with a saved xr-linear model, from "
+            f"process start to exit (every answer written), {r['repeats']} fresh processes each "
+            f"(median and range), load average {r['load_avg_start'][0]} at start; "
+            f"{when(r['date'], r['git']['commit'], r['git']['dirty'])}; "
+            "`python experiments/bench_first_answer.py`:", ""] + table(
+        ["process", "wall s", "CPU s"], rows)
+
+
 TABLES: dict[str, Callable[[str], list[str]]] = {
+    "first-answer": first_answer,
     "serve": serve,
     "calibration": calibration,
     "simd": simd,

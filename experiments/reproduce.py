@@ -49,6 +49,8 @@ STEPS: dict[str, tuple[list[str], float, bool, str]] = {
     "cs": (["experiments/cs.py"], 4, False, "the cs rows of the other-methods table"),
     "calibration": (["experiments/calibration.py"], 15, False,
                     "calibration table (debtags, debian-deps) and the reliability diagram"),
+    "first-answer": (["experiments/bench_first_answer.py"], 4, False,
+                     "jxmc predict's time to answer 10 debian-deps queries, cold and warm cache"),
     "serve": (["experiments/bench_serve.py", "--model-dir", "/tmp/jxmc-reproduce-serve"], 6, False,
               "the prediction service's load test (trains a debtags model first)"),
     "heads-scale": (["experiments/bench_heads_scale.py"], 10, True,

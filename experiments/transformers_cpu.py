@@ -3,7 +3,7 @@
 Command (from the repository root; hours on 2 CPU cores):
 
     nice -n 19 python experiments/transformers_cpu.py [--data ../shared/data/debtags]
-        [--methods cascadexml lightxml xr-transformer] [--work /tmp/jxmc-transformers-cpu]
+        [--methods cascadexml lightxml xr-transformer x-transformer] [--work /tmp/jxmc-transformers-cpu]
         [--note TEXT]
 
 Each method is one ``jxmc train --data DIR --method M --epochs 1 --max-len 64
@@ -33,11 +33,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import provenance  # noqa: E402,I001  (experiments/harness, put on the path by disentanglement)
-from disentanglement import git_state, machine, provenance_lines, write_atomic
-
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("cascadexml", "lightxml", "xr-transformer")
+sys.path.insert(0, str(REPO / "experiments" / "harness"))
+import provenance  # noqa: E402
+from disentanglement import git_state, machine, provenance_lines, write_atomic  # noqa: E402
+
+METHODS = ("cascadexml", "lightxml", "xr-transformer", "x-transformer")
 KEYS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5")
 # XR-Linear on the same TF-IDF features (../shared/PEERS.md)
 PECOS_DEBTAGS = (87.12, 62.61, 47.77)

@@ -42,6 +42,29 @@ def _to_numpy(tree: Any) -> Any:
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
+def _spread(a: Any) -> bool:
+    """A global array on several devices (or processes): saved and restored shard by shard."""
+    return isinstance(a, jax.Array) and (len(a.sharding.device_set) > 1
+                                         or not a.is_fully_addressable)
+
+
+def _savable(tree: Any) -> Any:
+    """Arrays spread over devices stay global arrays (orbax writes each process's own
+    shards; ``np.asarray`` of an array spread across processes raises); the rest numpy."""
+    return jax.tree_util.tree_map(lambda a: a if _spread(a) else np.asarray(a), tree)
+
+
+def _target(like: Any) -> Any:
+    """The restore target of ``like``: its shape and dtype, and for a jax array its
+    sharding (so the state lands in ``like``'s layout, on any mesh)."""
+    def one(a):
+        if isinstance(a, jax.Array):
+            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding)
+        return jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
+
+    return jax.tree_util.tree_map(one, like)
+
+
 class TrainCheckpoints:
     """Training state checkpoints in one folder, newest ``max_to_keep`` kept.
 
@@ -94,23 +117,32 @@ class TrainCheckpoints:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any) -> None:
-        """Saves a pytree of arrays as ``step`` (blocking until it is on disk)."""
-        self._manager.save(step, args=ocp.args.StandardSave(_to_numpy(state)), force=True)
+        """Saves a pytree of arrays as ``step`` (blocking until it is on disk).
+
+        Global arrays spread over a mesh (:mod:`jxmc.sharding`) are saved shard by
+        shard, each process writing its own (orbax's sharded save; every process
+        calls ``save``, on a folder they share); the others as numpy arrays."""
+        self._manager.save(step, args=ocp.args.StandardSave(_savable(state)), force=True)
         self._manager.wait_until_finished()
 
     def restore(self, step: int | None = None, like: Any = None) -> tuple[int, Any] | None:
         """Returns ``(step, state)`` of ``step`` (default the latest), or None.
 
         Args:
-          like: an optional pytree with the expected structure/shapes/dtypes.
+          like: an optional pytree with the expected structure/shapes/dtypes.  A
+            leaf that is a global array spread over devices is restored in its
+            layout (each device reads its own slices; the mesh may differ from the
+            one that saved); every other leaf comes back as a numpy array.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        target = None if like is None else jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), like)
+        target = None if like is None else _target(like)
         state = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        return step, _to_numpy(state)
+        if like is None:
+            return step, _to_numpy(state)
+        return step, jax.tree_util.tree_map(lambda a, t: a if _spread(t) else np.asarray(a),
+                                            state, like)
 
     def clear(self) -> None:
         """Deletes every checkpoint (after the final model is saved)."""

@@ -1,4 +1,4 @@
-"""The ``jxmc`` command line: ``jxmc train | predict | evaluate | calibrate | serve``.
+"""The ``jxmc`` command line: ``jxmc train | predict | evaluate | calibrate | serve | convert``.
 
 Errors in the input or the options are reported in one line (``jxmc: error:
 <file>:<line>: <what is wrong>``) and the command exits with status 2, without a
@@ -23,7 +23,7 @@ from jxmc.version import __version__  # noqa: E402
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jxmc", description="Extreme multi-label classification in JAX.")
     p.add_argument("--version", action="version", version=f"jxmc {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate,calibrate,serve}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate,calibrate,serve,convert}")
 
     t = sub.add_parser("train", help="train a model, then print the test metrics")
     t.add_argument("--data", default=None,
@@ -92,6 +92,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="warm-up compiles sparse rows of up to Z non-zeros (default 64)")
     _add_predict_set(s)
     _add_mesh(s)
+
+    v = sub.add_parser("convert", help="read another toolkit's model into a model directory "
+                                       "(--from pecos), or write one in its format (--to pecos)")
+    way = v.add_mutually_exclusive_group(required=True)
+    way.add_argument("--from", dest="from_format", choices=("pecos",),
+                     help="FOLDER is a PECOS XLinearModel folder (XLinearModel.save); written "
+                          "to --model-dir as an xr-linear model")
+    way.add_argument("--to", dest="to_format", choices=("pecos",),
+                     help="the xr-linear model in --model-dir is written to FOLDER in the format "
+                          "of PECOS's XLinearModel.load")
+    v.add_argument("folder", metavar="FOLDER", help="the PECOS model folder (read or written)")
+    v.add_argument("--model-dir", required=True, help="the jxmc model directory (written with "
+                   "--from, which needs a new or empty one; read with --to)")
+    v.add_argument("--data", default=None, help="--from: the dataset the PECOS model was trained "
+                   "on, as jxmc featurises it (its featuriser, label names and label counts are "
+                   "kept; default: sparse features as given, label ids)")
     return p
 
 
@@ -140,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from jxmc import serve
             return serve.serve(args)
+        if args.command == "convert":
+            return commands.convert(args)
         return commands.evaluate(args)
     except JxmcError as e:
         print(f"jxmc: error: {e}", file=sys.stderr)

@@ -233,6 +233,20 @@ def calibrate(args) -> int:
     return 0
 
 
+def convert(args) -> int:
+    """``jxmc convert --from pecos FOLDER --model-dir M`` / ``--to pecos --model-dir M FOLDER``
+    (:mod:`jxmc.interop.pecos`)."""
+    from jxmc.interop import pecos
+
+    if args.from_format is not None:
+        pecos.import_model(args.folder, args.model_dir, data=args.data, log=_log)
+    else:
+        if args.data is not None:
+            raise ConfigError("--data goes with --from (the dataset a PECOS model was trained on)")
+        pecos.export_model(args.model_dir, args.folder, log=_log)
+    return 0
+
+
 def evaluate(args) -> int:
     model, method, config = _load_model(args)
     X, Y, _, texts = read_test_split(args.data, model)

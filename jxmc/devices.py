@@ -83,5 +83,7 @@ def use_compile_cache() -> str | None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # every program, however quick to compile: a run is many small ones (k-means steps,
+    # layouts) whose compilations add up to seconds
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return where

@@ -22,7 +22,7 @@ import sys
 def _args():
     p = argparse.ArgumentParser()
     p.add_argument("scenario", choices=["topk", "step", "ckpt-save", "ckpt-restore", "dist",
-                                        "xrl", "text"])
+                                        "xrl", "text", "transformer", "dist-text"])
     p.add_argument("out")
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--ckpt", default=None)
@@ -30,6 +30,9 @@ def _args():
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
     p.add_argument("--mesh", default=None, help="xrl: a --mesh spec, or none")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="dist-text: exit at once (as if killed) after saving this step")
+    p.add_argument("--tag", default="run", help="dist-text: the output files' prefix")
     return p.parse_args()
 
 
@@ -39,7 +42,7 @@ os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={ARGS.device
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-if ARGS.scenario == "dist" and ARGS.num_processes > 1:
+if ARGS.scenario in ("dist", "dist-text") and ARGS.num_processes > 1:
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -316,8 +319,10 @@ def xrl(out: str) -> None:
 
     X, Y = _xrl_data()
     # tiny chunks (one parent each): many chunks, several rounds over the devices
+    # host_queries=0: the one-device run takes the device path, which the mesh's equals bit
+    # for bit (the host beam of a few queries agrees up to float32 summation order)
     cfg = xr_linear.Config(max_leaf_size=3, nr_splits=2, beam_size=3, predict_batch_size=16,
-                           chunk_weights=8, negatives="tfn+man", max_epochs=5)
+                           chunk_weights=8, negatives="tfn+man", max_epochs=5, host_queries=0)
     mesh = None if ARGS.mesh in (None, "none") else S.mesh_from_string(ARGS.mesh)
     used = []
     solve = rankers.svm_dual.solve_dual_cd
@@ -395,9 +400,11 @@ def text(out: str) -> None:
         return train_step(step_fn, state, mesh)
 
     def recording_predict(fn, params, mesh):
-        seen.append({S.path_name(p): str(a.sharding.spec) for p, a in
-                     jax.tree_util.tree_leaves_with_path(params)
-                     if S.path_name(p).startswith("heads/")})
+        lay = {S.path_name(p): str(a.sharding.spec) for p, a in
+               jax.tree_util.tree_leaves_with_path(params)
+               if S.path_name(p).startswith("heads/")}
+        if lay:  # not xr-transformer's encoder pass (no label tables)
+            seen.append(lay)
         return predict_step(fn, params, mesh)
 
     S.shard_train_step, S.shard_predict_step = recording_train, recording_predict
@@ -423,6 +430,172 @@ def text(out: str) -> None:
         json.dump(info, f)
 
 
+def transformer(out: str) -> None:
+    """(1) A cascade with a wide dense first level (``K_1 = 64``) on ``data=2,model=4``:
+    predictions and two train steps with the hand-written mesh steps (``mesh=``: the
+    sharded top-k, the shard-local shortlist scores) against XLA's own partitioning
+    of the same functions and one device; the compiled HLO of both.  (2) XR-Transformer
+    fitted on one device, predicted on one device and on 4-device meshes, with the
+    layouts its encoder pass ran in."""
+    import scipy.sparse as sp
+
+    from jxmc.nn import cascade
+    from jxmc.nn.encoder import BertConfig, BertEncoder, init_params
+    from jxmc.nn.heads import init_table
+    from jxmc.train.batches import batches
+    from jxmc.train.optim import make_optimizer
+    from jxmc.train.step import init_state, make_train_step
+    from jxmc.tree.label_tree import LabelTree
+    from jxmc.tree.shortlist import level_positives
+
+    bert = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=8)
+    rng = np.random.default_rng(0)
+    n_labels, n, k, beam = 250, 32, 5, 3
+    perm = np.concatenate([rng.permutation(n_labels), -np.ones(6, np.int64)]).astype(np.int32)
+    tree = LabelTree(perm, (64, 4))
+    Y = sp.csr_matrix((rng.random((n, n_labels)) < 0.02).astype(np.float32))
+    ids = rng.integers(5, 30, size=(n, 8)).astype(np.int32)
+    mask = np.ones_like(ids)
+    arrays = {"ids": ids, "mask": mask, "pos": level_positives(Y, tree, 4)}
+    spec = cascade.Spec(BertEncoder(bert), tree.branching, ((0,), ()), beam=beam)
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    params = {"encoder": jax.tree_util.tree_map(np.asarray, init_params(bert, jax.random.PRNGKey(0))),
+              "heads": {f"level_{t}": init_table(keys[t - 1], K, 16, std=0.5)
+                        for t, K in enumerate(tree.level_sizes(), 1)}}
+    pj = jnp.asarray(tree.perm)
+    mesh = S.mesh_from_string("data=2,model=4")
+    res, info = {}, {"n": 16, "k": k, "beam": beam, "K1": 64, "branching": list(tree.branching),
+                     "data": 2, "model": 4}
+    batch = next(batches(arrays, 16, epoch=None))
+    for name, m in (("mesh", mesh), ("xla", None)):
+        def predict(p, b, m=m):
+            return cascade.predict_topk(p, b["ids"], b["mask"], pj, spec=spec, k=k, mesh=m)
+
+        placed = S.shard_tree(params, mesh)
+        run = S.shard_predict_step(predict, placed, mesh)
+        res[f"{name}/pred_ids"], res[f"{name}/pred_scores"] = S.to_host(tuple(run(placed, batch)))
+        hb = S.shard_batch(batch, mesh)
+        with open(os.path.join(out, f"predict-{name}.hlo.txt"), "w") as f:
+            f.write(run.jitted.lower(placed, hb).compile().as_text())
+        tx = make_optimizer(lr_encoder=1e-3, lr_heads=1e-2, total_steps=4, warmup_steps=1)
+
+        def loss(p, b, r, m=m):
+            return cascade.loss_fn(p, b, r, pj, spec=spec, train_levels=(1, 2), mesh=m)
+
+        state = S.init_train_state(params, tx, 0, mesh=mesh)
+        step = S.shard_train_step(make_train_step(loss, tx), state, mesh)
+        with open(os.path.join(out, f"train-{name}.hlo.txt"), "w") as f:
+            f.write(step.jitted.lower(state, S.shard_batch(batch, mesh)).compile().as_text())
+        losses = []
+        for b in batches(arrays, 16, epoch=0):
+            state, met = step(state, b)
+            losses.append(float(met["loss"]))
+        res[f"{name}/losses"] = np.asarray(losses)
+    top = jax.jit(lambda p, b: cascade.predict_topk(p, b["ids"], b["mask"], pj, spec=spec,
+                                                    k=k))(params, batch)
+    res["one/pred_ids"], res["one/pred_scores"] = (np.asarray(a) for a in top)
+    state = init_state(params, tx, 0)
+    step = make_train_step(lambda p, b, r: cascade.loss_fn(p, b, r, pj, spec=spec,
+                                                           train_levels=(1, 2)), tx)
+    losses = []
+    for b in batches(arrays, 16, epoch=0):
+        state, met = step(state, b)
+        losses.append(float(met["loss"]))
+    res["one/losses"] = np.asarray(losses)
+
+    # (2) XR-Transformer: the encoder pass and XR-Linear's beam on a mesh
+    from jxmc.models.transformer import xr_transformer as xrt
+    from jxmc.nn.testing import tiny_encoder_dir, toy_texts
+
+    folder = tiny_encoder_dir(os.path.join(out, "enc"), words=32, layers=2, hidden=32,
+                              max_len=16)
+    texts, X, Yt = toy_texts(48, 12, words=32, seed=0)
+    config = xrt.Config(encoder=folder, pretrained=False, epochs=2, max_len=12, batch_size=16,
+                        max_leaf_size=4, nr_splits=2, lr_encoder=1e-3, predict_batch_size=16,
+                        beam_size=2, levels=2)
+    model = xrt.fit(X, Yt, config, seed=0, texts=texts, progress=False)
+    top = xrt.predict(model, X, config, k=4, texts=texts)
+    res["xrt/one/ids"], res["xrt/one/scores"] = top.ids, top.scores
+    devs = jax.devices()[:4]
+    info["xrt"] = {}
+    embeds = []
+    shard_predict = S.shard_predict_step
+
+    def recording(fn, params, mesh):  # the layouts of the steps prediction runs on the mesh
+        embeds.append(sorted({len(a.sharding.device_set) for a in jax.tree_util.tree_leaves(params)}))
+        return shard_predict(fn, params, mesh)
+
+    S.shard_predict_step = recording
+    for spec_ in ("data=2,model=2", "data=4,model=1"):
+        m = S.mesh_from_string(spec_, devs)
+        prepared = xrt.METHOD.prepare(model, config, m)
+        enc = jax.tree_util.tree_leaves(prepared.state.encoder)
+        embeds.clear()
+        top = xrt.predict(prepared, X, config, k=4, texts=texts)
+        res[f"xrt/{spec_}/ids"], res[f"xrt/{spec_}/scores"] = top.ids, top.scores
+        info["xrt"][spec_] = {"encoder_devices": sorted({d.id for a in enc
+                                                         for d in a.sharding.device_set}),
+                              "encoder_specs": sorted({str(a.sharding.spec) for a in enc}),
+                              "predict_steps": embeds[:]}
+    S.shard_predict_step = shard_predict
+    np.savez(os.path.join(out, "transformer.npz"), **res)
+    with open(os.path.join(out, "transformer.json"), "w") as f:
+        json.dump(info, f)
+
+
+def dist_text(out: str) -> None:
+    """cascadexml (tiny random encoder) trained on ``--mesh`` across 1 or 2 processes,
+    checkpointed every epoch into ``--ckpt`` (shard by shard); with ``--stop-after S``
+    the processes exit at once after saving step ``S`` (as if killed), a rerun resumes.
+    Writes the trained params and the predictions (``OUT/<tag><process>.npz``)."""
+    from jxmc.checkpoint import TrainCheckpoints
+    from jxmc.models.transformer import cascadexml
+    from jxmc.nn.testing import tiny_encoder_dir, toy_texts
+
+    pid = jax.process_index()
+    folder = tiny_encoder_dir(os.path.join(out, f"enc{pid}"), words=32, layers=1, hidden=16,
+                              heads=2, max_len=16)
+    texts, X, Y = toy_texts(32, 12, words=32, seed=0)
+    config = cascadexml.Config(encoder=folder, pretrained=False, epochs=2, max_len=12,
+                               batch_size=16, max_leaf_size=4, nr_splits=2, lr_encoder=1e-3,
+                               predict_batch_size=16, beam_size=2, levels=2)
+    mesh = S.mesh_from_string(ARGS.mesh)
+    ckpt = TrainCheckpoints(ARGS.ckpt, max_to_keep=5)
+    handed = []  # what save_state / restore_state hand orbax
+    if ARGS.stop_after:
+        save = ckpt.save
+
+        def save_then_die(step, state):
+            save(step, state)
+            if step == ARGS.stop_after:
+                os._exit(17)  # no clean-up, no distributed shutdown: a kill after the save
+
+        ckpt.save = save_then_die
+    start = ckpt.latest_step() or 0
+    from jxmc.train import loop
+
+    leaf = loop._leaf
+
+    def recording(a):  # global arrays on the mesh (shard by shard), or numpy
+        r = leaf(a)
+        handed.append("global" if isinstance(r, jax.Array) else "numpy")
+        return r
+
+    loop._leaf = recording
+    params = cascadexml.fit(X, Y, config, seed=0, texts=texts, progress=False, ckpt=ckpt,
+                            mesh=mesh)
+    loop._leaf = leaf
+    top = cascadexml.predict(params, X, config, k=4, texts=texts, mesh=mesh)
+    res = _flat({k_: params[k_] for k_ in ("encoder", "heads")}, "params/")
+    res.update(ids=top.ids, scores=top.scores)
+    np.savez(os.path.join(out, f"{ARGS.tag}{pid}.npz"), **res)
+    with open(os.path.join(out, f"{ARGS.tag}{pid}.json"), "w") as f:
+        json.dump({"process_count": jax.process_count(), "devices": len(jax.devices()),
+                   "mesh": dict(mesh.shape), "resumed_from": start,
+                   "latest": ckpt.latest_step(), "handed": sorted(set(handed))}, f)
+
+
 def csr_to_ell_batch(Xb, z: int = 16):
     from jxmc.ops.sparse import csr_to_ell
 
@@ -433,7 +606,8 @@ def csr_to_ell_batch(Xb, z: int = 16):
 if __name__ == "__main__":
     os.makedirs(ARGS.out, exist_ok=True)
     {"topk": topk, "step": step, "ckpt-save": ckpt_save, "ckpt-restore": ckpt_restore,
-     "dist": dist, "xrl": xrl, "text": text}[ARGS.scenario](ARGS.out)
-    if ARGS.scenario == "dist" and ARGS.num_processes > 1:
+     "dist": dist, "xrl": xrl, "text": text, "transformer": transformer,
+     "dist-text": dist_text}[ARGS.scenario](ARGS.out)
+    if ARGS.scenario in ("dist", "dist-text") and ARGS.num_processes > 1:
         jax.distributed.shutdown()
     sys.exit(0)

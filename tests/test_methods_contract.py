@@ -44,9 +44,13 @@ TINY: dict[str, list[str]] = {
     "bonsai": ["max_leaf_size=4", "nr_splits=4", "n_trees=2"],
     "cascadexml": ["encoder={encoder}", *_TEXT],
     "xr-transformer": ["encoder={encoder}", *_TEXT, "levels=2"],
+    "x-transformer": ["encoder={encoder}", *_TEXT],
     "lightxml": ["encoder={encoder}", *_TEXT],
     "elmo": ["encoder={encoder}", "pretrained=false", "epochs=2", "max_len=12", "batch_size=16",
              "lr_encoder=1e-3", "predict_batch_size=32", "chunk=4", "predict_chunk=8"],
+    "attentionxml": ["epochs=2", "max_len=12", "batch_size=16", "emb_dim=16", "hidden=8",
+                     "linear=16", "nr_splits=4", "candidates=2", "beam_size=2",
+                     "predict_batch_size=32"],
 }
 
 # Another valid value for a string-typed predict field (numbers are doubled, flags flipped).

@@ -149,7 +149,8 @@ def test_one_device_mesh_in_process():
     from jxmc.models.tree_linear import xr_linear
 
     X, Y = _small()
-    cfg = xr_linear.Config(max_leaf_size=3, nr_splits=2, beam_size=3, max_epochs=3)
+    # host_queries=0: the device path, which the mesh's equals bit for bit
+    cfg = xr_linear.Config(max_leaf_size=3, nr_splits=2, beam_size=3, max_epochs=3, host_queries=0)
     params = xr_linear.fit(X, Y, cfg, seed=0, progress=False)
     mesh = S.mesh_from_string("data=1,model=1", jax.devices()[:1])
     a = xr_linear.predict(params, X[:9], cfg, k=3)

@@ -114,7 +114,10 @@ def run(work: str, out: str) -> dict:
     # rankers go to the device once, not once per call (PECOS and napkinXC load theirs once too).
     t_prep = time.perf_counter()
     prepared = method.prepare(params, config)
-    jax.block_until_ready([x for x in jax.tree_util.tree_leaves(prepared.state) if isinstance(x, jax.Array)])
+    # a tree-linear model lays its levels out on the device at its first large batch
+    # (xr_linear.Layouts): done here, so that prepare_s holds both layouts
+    state = getattr(prepared.state, "device", prepared.state)
+    jax.block_until_ready([x for x in jax.tree_util.tree_leaves(state) if isinstance(x, jax.Array)])
     prepare_s = time.perf_counter() - t_prep
 
     def predict(x):

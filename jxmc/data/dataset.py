@@ -12,7 +12,8 @@
   (``{train,test}_texts.txt`` and ``{train,test}_labels.txt``): TF-IDF is fitted
   on the training texts (:mod:`jxmc.data.tfidf`); the label vocabulary is the
   sorted training label names; test labels unseen in training are appended as
-  extra columns of ``test.Y`` (they stay in the ground truth);
+  extra columns of ``test.Y`` (they stay in the ground truth); an optional
+  ``label_texts.txt`` (``name<TAB>text``) becomes ``Dataset.label_texts``;
 * ``"tfds:NAME[:VERSION][@DATA_DIR]"``: a dataset prepared by the TFDS builders
   (:func:`jxmc.data.tfds.load_tfds`; needs ``pip install 'jxmc[tfds]'``).
 

@@ -6,7 +6,8 @@ Two families of layouts:
   the Extreme Classification Repository single-file layout (``train.txt``,
   ``test.txt``), its split-file layout (``trn_X_Xf.txt``, ``trn_X_Y.txt``,
   ``tst_X_Xf.txt``, ``tst_X_Y.txt``) and the raw-text layout of AttentionXML /
-  LightXML / CascadeXML (``{train,test}_texts.txt``, ``{train,test}_labels.txt``);
+  LightXML / CascadeXML (``{train,test}_texts.txt``, ``{train,test}_labels.txt``,
+  optionally ``label_texts.txt``);
 * the unpacked "BoW Features" downloads of the repository (:func:`read_xc_source`,
   read by the TFDS builder): the two XC layouts above plus ``PREFIX_train.txt`` +
   ``PREFIX_test.txt`` and ``NAME_data.txt`` + ``NAME_trSplit.txt`` +
@@ -81,12 +82,13 @@ def need_file(folder: str, stem: str) -> str:
 
 def text_dataset(name: str, train: tuple[list[str], list[list[str]]],
                  test: tuple[list[str], list[list[str]]], *, tfidf: TfidfConfig | None,
-                 source: str) -> Dataset:
+                 source: str, label_texts: dict[str, str] | None = None) -> Dataset:
     """A raw-text :class:`Dataset` from ``(texts, label_lists)`` of each split.
 
     The label vocabulary is the sorted training names; test labels unseen in
     training are appended as extra columns of ``test.Y``; TF-IDF (``tfidf``
-    settings, default :class:`TfidfConfig`) is fitted on the training texts.
+    settings, default :class:`TfidfConfig`) is fitted on the training texts;
+    ``label_texts`` (``{name: text}``, optional) is carried as ``Dataset.label_texts``.
 
     Raises:
       DataError: (naming ``source``) the training texts hold no term that TF-IDF keeps.
@@ -105,7 +107,7 @@ def text_dataset(name: str, train: tuple[list[str], list[list[str]]],
     Xte = featurizer.transform(te_texts)
     return Dataset(name, "text", Split(Xtr, Ytr, tr_texts), Split(Xte, Yte, te_texts),
                    label_names=vocab, extra_label_names=extra, featurizer=featurizer,
-                   source=source)
+                   source=source, label_texts=label_texts)
 
 
 def read_synthetic(spec: str | None) -> Dataset:
@@ -139,7 +141,9 @@ def read_folder(folder: str, *, normalise: bool = True, tfidf: TfidfConfig | Non
                                      need_file(folder, "train_labels.txt"))
         test = text.read_text_split(need_file(folder, "test_texts.txt"),
                                     need_file(folder, "test_labels.txt"))
-        return text_dataset(name, train, test, tfidf=tfidf, source=folder)
+        label_texts = find_file(folder, "label_texts.txt")  # optional: name<TAB>text
+        return text_dataset(name, train, test, tfidf=tfidf, source=folder,
+                            label_texts=label_texts and text.read_label_texts(label_texts))
     if layout == "xc":
         tr = xc.read_xc(need_file(folder, "train.txt"))
         te = xc.read_xc(need_file(folder, "test.txt"))

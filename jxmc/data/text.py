@@ -16,6 +16,13 @@ label ``j`` is ``vocab[j]``.  A test label never seen in training cannot be pred
 stays in the ground truth: :func:`encode_labels` with ``extend_unseen=True`` gives such
 names new columns ``L, L + 1, ...`` after the vocabulary, in sorted order, so that
 metrics (recall@k, the ideal of nDCG@k and PSP@k) still count them.
+
+**Label texts (optional).**  ``label_texts.txt`` (plain or compressed) gives labels
+their own text, one label a line: ``name<TAB>text`` (the text may be empty, e.g. a
+Debian virtual package; it runs to the line end and may hold further tabs).  The file
+may name labels that occur in no split.  It is read by :func:`read_label_texts` and
+changes nothing unless a method asks for it (``xr-linear --set label_text=true``,
+:mod:`jxmc.models.tree_linear.label_text`); the vocabulary above stays the training one.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from jxmc.fileio import atomic_write, read_lines
 __all__ = [
     "encode_labels",
     "label_vocabulary",
+    "read_label_texts",
     "read_text_labels",
     "read_text_split",
     "read_texts",
@@ -81,6 +89,35 @@ def read_text_labels(path: PathLike) -> list[list[str]]:
         out.append(names)
     if not out:
         raise DataError(path, None, "empty file: expected one line of label names per point")
+    return out
+
+
+def read_label_texts(path: PathLike) -> dict[str, str]:
+    """Reads a ``label_texts.txt`` file: ``name<TAB>text`` per line.
+
+    Returns:
+      ``{name: text}`` in file order; ``text`` stripped of surrounding whitespace
+      (possibly ``""``).
+
+    Raises:
+      DataError: missing or unreadable file, non-UTF-8 bytes, an empty file, or a
+        malformed line (``"<path>:<line>: ..."``): no tab, an empty name, a name
+        holding whitespace, or a name given twice.
+    """
+    out: dict[str, str] = {}
+    for lineno, line in read_lines(path):
+        name, tab, rest = line.partition("\t")
+        if not tab:
+            raise DataError(path, lineno, "expected 'name<TAB>text', found no tab")
+        if not name:
+            raise DataError(path, lineno, "empty label name before the tab")
+        if name.split() != [name]:
+            raise DataError(path, lineno, f"label name {name!r} holds whitespace")
+        if name in out:
+            raise DataError(path, lineno, f"label {name!r} given twice")
+        out[name] = rest.strip()
+    if not out:
+        raise DataError(path, None, "empty file: expected one 'name<TAB>text' line per label")
     return out
 
 

@@ -40,6 +40,8 @@ class Dataset:
         labels are plain ids (XC data, synthetic).
       extra_label_names: names of the test-only columns ``L .. L_all - 1``.
       featurizer: the fitted TF-IDF featuriser (raw text), else None.
+      label_texts: ``{name: text}`` from the folder's optional ``label_texts.txt``
+        (raw text, :func:`jxmc.data.text.read_label_texts`), else None.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Dataset:
     extra_label_names: list[str] = field(default_factory=list)
     featurizer: Featurizer | None = None
     source: str | None = None
+    label_texts: dict[str, str] | None = None
 
     @property
     def n_features(self) -> int:

@@ -8,6 +8,7 @@ it is asked for, so the command line starts fast.
 from __future__ import annotations
 
 import importlib
+import importlib.util  # not bound by 'import importlib' alone (plain python, no IPython)
 
 from jxmc.errors import ConfigError
 from jxmc.models.base import Method
@@ -25,8 +26,10 @@ METHODS: dict[str, str] = {
     "bonsai": "jxmc.models.tree_linear.bonsai",
     "cascadexml": "jxmc.models.transformer.cascadexml",
     "xr-transformer": "jxmc.models.transformer.xr_transformer",
+    "x-transformer": "jxmc.models.transformer.x_transformer",
     "lightxml": "jxmc.models.transformer.lightxml",
     "elmo": "jxmc.models.transformer.elmo",
+    "attentionxml": "jxmc.models.attentionxml",
 }
 
 

@@ -22,6 +22,16 @@ ancestors' scores (the product of probabilities of CascadeXML/LightXML at
 prediction); the beam keeps the best path scores.  The loss of a level is
 binary cross-entropy over its shortlist, summed over candidates and averaged
 over the valid points of the batch.
+
+On a device mesh (``mesh=``, :mod:`jxmc.sharding`: points on ``data``, every
+level's table rows on ``model``) the two label-parallel steps are written by hand
+rather than left to XLA's partitioner, which would gather the whole
+``n x K_1`` dense level for its top-k and the ``n x c x h`` shortlist rows: the
+dense level's top-k is :func:`jxmc.ops.topk.sharded_top_k` (each shard's best,
+then a merge of ``M x beam`` candidates), and at prediction a shortlist is scored
+by the shard owning each row, the ``n / D x c`` scores summed over ``model``
+(exact zeros from the other shards), as XR-Linear's beam on a mesh
+(:mod:`jxmc.models.tree_linear.mesh`).  The results are the single-device ones.
 """
 
 from __future__ import annotations
@@ -32,9 +42,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 from jxmc.nn.heads import score_dense, score_shortlist
 from jxmc.ops.ids import hits
+from jxmc.ops.topk import sharded_top_k
+from jxmc.sharding import DATA, MODEL
 from jxmc.tree.beam import expand, keep, leaf_topk
 from jxmc.tree.shortlist import NEGATIVES, man_parents, train_parents
 from jxmc.types import TopK
@@ -84,9 +97,55 @@ def _representation(out, layers, dtype):
     return jnp.concatenate([out.cls[:, i] for i in layers], axis=-1).astype(dtype)
 
 
+def keep_dense(level: Level, width: int, mesh=None) -> tuple[jax.Array, jax.Array]:
+    """:func:`jxmc.tree.beam.keep` of a densely scored level (``level.ids`` node
+    ``j`` in column ``j``, ``-1`` at dummy leaves): ``(ids: i32[n, width], logp:
+    f32[n, width])``.  On a ``mesh`` the two-stage :func:`jxmc.ops.topk.sharded_top_k`
+    (the columns split on ``model``; the same result, ties included), whose column
+    ids are the node ids, so nothing of ``n x K`` is gathered."""
+    if mesh is None:
+        return keep(level.ids, level.logp, width)
+    lp, j = sharded_top_k(level.logp, width, mesh=mesh)
+    return jnp.where(jnp.isfinite(lp), j, -1), lp
+
+
+def keep_rows(level: Level, width: int, mesh=None) -> tuple[jax.Array, jax.Array]:
+    """:func:`jxmc.tree.beam.keep` of a shortlist level (``c`` columns, not split on
+    ``model``); on a ``mesh`` each device keeps the best of its own ``data`` rows
+    (XLA's partitioner would all-gather the ``n x c`` rows over ``data`` first)."""
+    if mesh is None:
+        return keep(level.ids, level.logp, width)
+    return jax.shard_map(lambda c, lp: keep(c, lp, width), mesh=mesh,
+                         in_specs=(P(DATA, None), P(DATA, None)),
+                         out_specs=(P(DATA, None), P(DATA, None)),
+                         check_vma=False)(level.ids, level.logp)
+
+
+def score_shortlist_on_mesh(head: dict, x: jax.Array, cand: jax.Array, mesh) -> jax.Array:
+    """:func:`jxmc.nn.heads.score_shortlist` with ``head``'s rows split on ``model``
+    (``K`` a multiple of ``M``) and ``x: [n, h]``, ``cand: i32[n, c]`` on ``data``
+    (``n`` a multiple of ``D``): each shard scores the candidates it owns, 0 for the
+    others, and a ``psum`` of the ``f32[n / D, c]`` scores combines them (one
+    owner per candidate: exact).  Returns ``f32[n, c]``, ``-inf`` at ``-1``."""
+    width = head["w"].shape[0] // mesh.shape[MODEL]
+
+    def local(xb, wb, bb, cb):  # [n/D, h], [K/M, h], [K/M], [n/D, c]
+        loc = cb - jax.lax.axis_index(MODEL) * width
+        mine = (cb >= 0) & (loc >= 0) & (loc < width)
+        safe = jnp.clip(loc, 0, width - 1)
+        s = jnp.einsum("nh,nch->nc", xb, wb[safe].astype(xb.dtype),
+                       preferred_element_type=jnp.float32) + bb[safe]
+        return jax.lax.psum(jnp.where(mine, s, 0.0), MODEL)
+
+    s = jax.shard_map(local, mesh=mesh,
+                      in_specs=(P(DATA, None), P(MODEL, None), P(MODEL), P(DATA, None)),
+                      out_specs=P(DATA, None), check_vma=False)(x, head["w"], head["b"], cand)
+    return jnp.where(cand >= 0, s, -jnp.inf)
+
+
 def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, spec: Spec,
             upto: int | None = None, positives: tuple | None = None,
-            rng: jax.Array | None = None) -> list[Level]:
+            rng: jax.Array | None = None, mesh=None) -> list[Level]:
     """Scores levels ``1 .. upto`` (default ``D``) for a batch of token ids.
 
     Args:
@@ -98,6 +157,9 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
         chooses from the beam and these).
       rng: a PRNG key enables dropout (training) and draws the ``in-batch`` /
         ``uniform`` negatives; None is deterministic.
+      mesh: the :func:`jxmc.sharding.make_mesh` mesh the tables are split on
+        (module docstring; ``n`` a multiple of ``D`` and every ``K_t`` of ``M``),
+        or None (one device, or XLA's own partitioning).
 
     Raises:
       ValueError: an unknown ``spec.negatives``; sampled negatives without ``rng``.
@@ -139,18 +201,23 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
                 return score_dense(head, x)
         else:
             prev = levels[-1]
-            prev_logp = jax.lax.stop_gradient(prev.logp)
-            parents, _ = keep(prev.ids, prev_logp, min(spec.beam, prev.ids.shape[1]))
+            prev = prev._replace(logp=jax.lax.stop_gradient(prev.logp))
+            width = min(spec.beam, prev.ids.shape[1])
+            kept, kept_lp = (keep_dense if t == 2 else keep_rows)(prev, width, mesh)
             n_prev = math.prod(spec.branching[:t - 1])  # at most K_{t-1} distinct parents
-            if positives is None:
-                parents = man_parents(parents, None, n_prev)
+            if positives is None:  # the kept parents, whose path scores are at hand
+                parents = man_parents(kept, None, n_prev)
+                src_ids, src_lp = kept, kept_lp
             else:  # training: the parents the negatives option chooses
                 key = None if rng0 is None else jax.random.fold_in(rng0, 1000 + t)
-                parents = train_parents(spec.negatives, parents, positives[t - 2], n_prev, key)
-            eq = (parents[:, :, None] == prev.ids[:, None, :]) & (parents[:, :, None] >= 0)
-            plp = jnp.max(jnp.where(eq, prev_logp[:, None, :], -jnp.inf), -1)
+                parents = train_parents(spec.negatives, kept, positives[t - 2], n_prev, key)
+                src_ids, src_lp = prev.ids, prev.logp
+            eq = (parents[:, :, None] == src_ids[:, None, :]) & (parents[:, :, None] >= 0)
+            plp = jnp.max(jnp.where(eq, src_lp[:, None, :], -jnp.inf), -1)
 
             def logits_of(cand, head=head, x=x):
+                if mesh is not None and positives is None:
+                    return score_shortlist_on_mesh(head, x, cand, mesh)
                 return score_shortlist(head, x, cand)
         leaf_perm = perm if t == len(spec.branching) else None
         cand, s, logp = expand(parents, plp, B, logits_of, jax.nn.log_sigmoid, leaf_perm)
@@ -167,17 +234,24 @@ def level_loss(level: Level, positives: jax.Array, valid: jax.Array) -> jax.Arra
     return jnp.sum(jnp.where(ok, bce, 0.0)) / jnp.maximum(valid.sum(), 1)
 
 
-def loss_fn(params, batch: dict, rng, perm, *, spec: Spec, train_levels: tuple[int, ...]):
-    """``(loss: f32[], metrics)``: summed BCE of ``train_levels`` (1-based)."""
+def loss_fn(params, batch: dict, rng, perm, *, spec: Spec, train_levels: tuple[int, ...],
+            mesh=None):
+    """``(loss: f32[], metrics)``: summed BCE of ``train_levels`` (1-based); ``mesh``
+    as in :func:`forward` (the dense level's beam by the sharded top-k)."""
     levels = forward(params, batch["ids"], batch["mask"], perm, spec=spec,
-                     upto=max(train_levels), positives=batch["pos"], rng=rng)
+                     upto=max(train_levels), positives=batch["pos"], rng=rng, mesh=mesh)
     losses = {f"loss_{t}": level_loss(levels[t - 1], batch["pos"][t - 1], batch["valid"])
               for t in train_levels}
     return sum(losses.values()), losses
 
 
-def predict_topk(params, ids, mask, perm, *, spec: Spec, k: int) -> TopK:
-    """Top-``k`` labels (``ids: i32[n, k]``, ``scores: f32[n, k]`` = path probabilities)."""
-    last = forward(params, ids, mask, perm, spec=spec)[-1]
-    leaves, lp = keep(last.ids, last.logp, min(k, last.ids.shape[1]))
+def predict_topk(params, ids, mask, perm, *, spec: Spec, k: int, mesh=None) -> TopK:
+    """Top-``k`` labels (``ids: i32[n, k]``, ``scores: f32[n, k]`` = path probabilities);
+    on a ``mesh`` (:func:`forward`) no collective moves more than the merged top-k
+    candidates (``n / D x beam x M``, or ``k x M`` for a one-level tree) or a
+    shortlist's ``n / D x c`` scores."""
+    last = forward(params, ids, mask, perm, spec=spec, mesh=mesh)[-1]
+    width = min(k, last.ids.shape[1])
+    # a one-level tree's leaf level is the dense one
+    leaves, lp = (keep_dense if len(spec.branching) == 1 else keep_rows)(last, width, mesh)
     return leaf_topk(leaves, lp, perm, k)

@@ -17,19 +17,33 @@ import numpy as np
 from tqdm.auto import tqdm
 
 
+def _leaf(a):
+    """A state leaf as saved: a global array spread over a mesh as it is (sharded save,
+    :meth:`jxmc.checkpoint.TrainCheckpoints.save`), anything else as numpy."""
+    if isinstance(a, jax.Array) and (len(a.sharding.device_set) > 1 or not a.is_fully_addressable):
+        return a
+    return np.asarray(a)
+
+
 def save_state(ckpt, epoch: int, state) -> None:
+    """Saves ``state`` after ``epoch`` epochs; on a mesh, shard by shard (every process
+    calls it: each writes its own shards, so nothing is gathered to a host)."""
     leaves = jax.tree_util.tree_leaves(state)
     ckpt.save(epoch, {"epoch": np.asarray(epoch, np.int32),
-                      "leaves": {f"{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}})
+                      "leaves": {f"{i:05d}": _leaf(a) for i, a in enumerate(leaves)}})
 
 
 def restore_state(ckpt, like):
-    """``(epochs_done, state)`` from the latest checkpoint, or ``(0, like)``."""
+    """``(epochs_done, state)`` from the latest checkpoint, or ``(0, like)``.
+
+    The leaves of ``like`` spread over a mesh come back in their layout on that mesh
+    (whatever mesh saved them: one device, another shape or another process count);
+    the others as numpy arrays."""
     if ckpt is None or ckpt.latest_step() is None:
         return 0, like
     leaves, treedef = jax.tree_util.tree_flatten(like)
     target = {"epoch": np.asarray(0, np.int32),
-              "leaves": {f"{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}}
+              "leaves": {f"{i:05d}": _leaf(a) for i, a in enumerate(leaves)}}
     _, saved = ckpt.restore(like=target)
     restored = [saved["leaves"][f"{i:05d}"] for i in range(len(leaves))]
     return int(saved["epoch"]), jax.tree_util.tree_unflatten(treedef, restored)

@@ -42,14 +42,15 @@ from jxmc.tree.merge import merge_duplicates
 from jxmc.types import TopK
 
 
-def l3_hinge_log(v: jax.Array) -> jax.Array:
-    """``log`` of PECOS's l3-hinge transform: ``-max(1 - v, 0)^3``."""
-    return -jnp.maximum(1.0 - v, 0.0) ** 3
+def l3_hinge_log(v: jax.Array, xp=jnp) -> jax.Array:
+    """``log`` of PECOS's l3-hinge transform: ``-max(1 - v, 0)^3`` (``xp``: ``jnp``, or
+    ``numpy`` for the host beam, :mod:`jxmc.models.tree_linear.host_beam`)."""
+    return -xp.maximum(1.0 - v, 0.0) ** 3
 
 
-def l2_hinge_log(v: jax.Array) -> jax.Array:
+def l2_hinge_log(v: jax.Array, xp=jnp) -> jax.Array:
     """``log`` of Parabel's squared-hinge probability: ``-max(1 - v, 0)^2``."""
-    return -jnp.maximum(1.0 - v, 0.0) ** 2
+    return -xp.maximum(1.0 - v, 0.0) ** 2
 
 
 TRANSFORMS = {"l3-hinge": l3_hinge_log, "l2-hinge": l2_hinge_log}

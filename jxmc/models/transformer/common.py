@@ -255,8 +255,8 @@ def fit_phases(params: dict, spec: cascade.Spec, perm: np.ndarray, arrays: dict,
         return sharding.init_train_state(params, tx, seed, mesh=mesh)
 
     state = start(params, optimizer(p_saved), seed)
-    done, state = restore_state(ckpt, state)
-    if mesh is not None and done:  # restored as host arrays: back into the mesh layout
+    done, state = restore_state(ckpt, state)  # on a mesh: shard by shard, into its layout
+    if mesh is not None and done:  # what came back as host arrays (a 1-device mesh)
         state = sharding.shard_tree(state, mesh)
     if done and progress:
         print(f"{desc}: resuming after epoch {done}", flush=True)
@@ -271,7 +271,8 @@ def fit_phases(params: dict, spec: cascade.Spec, perm: np.ndarray, arrays: dict,
             if on_phase_start is not None:
                 params = on_phase_start(p, params)
             state = start(params, tx, seed + p)
-        loss = functools.partial(cascade.loss_fn, perm=perm_d, spec=spec, train_levels=levels)
+        loss = functools.partial(cascade.loss_fn, perm=perm_d, spec=spec, train_levels=levels,
+                                 mesh=mesh)
         step = make_train_step(lambda prm, b, r, f=loss: f(prm, b, r), tx)
         if mesh is not None:
             step = sharding.shard_train_step(step, state, mesh)
@@ -325,7 +326,7 @@ def network_predict(make_spec: Callable[..., cascade.Spec]) -> Callable[..., Top
         else:
             run = sharding.shard_predict_step(
                 lambda p, b: cascade.predict_topk(p, b["ids"], b["mask"], st.perm, spec=spec,
-                                                  k=k), st.weights, model.mesh)
+                                                  k=k, mesh=model.mesh), st.weights, model.mesh)
         out_ids, out_sc = [], []
         for b in batches({"ids": ids, "mask": mask}, config.predict_batch_size, epoch=None):
             r = run(st.weights, b)
@@ -347,12 +348,34 @@ def _embed_batch(enc_params, ids, mask, *, encoder):
     return encoder.apply({"params": enc_params}, ids, mask).mean
 
 
+def place_encoder(enc_params, mesh=None):
+    """Encoder params laid out once for :func:`embed_tokens`: on the default device,
+    or replicated over every device of ``mesh``."""
+    if mesh is None:
+        return jax.tree_util.tree_map(jnp.asarray, enc_params)
+    return sharding.shard_tree(enc_params, mesh, rules=())
+
+
 def embed_tokens(enc_params, encoder, ids: np.ndarray, mask: np.ndarray, *,
-                 batch_size: int) -> np.ndarray:
+                 batch_size: int, mesh=None) -> np.ndarray:
     """``f32[n, h]`` mean-pooled embeddings of tokenised texts (``ids, mask: i32[n, s]``)
-    by the Flax ``encoder`` (:func:`encoder_module`), unit-norm rows."""
-    dev = jax.tree_util.tree_map(jnp.asarray, enc_params)
-    out = [np.asarray(_embed_batch(dev, b["ids"], b["mask"], encoder=encoder))[b["valid"]]
-           for b in batches({"ids": ids, "mask": mask}, batch_size, epoch=None)]
+    by the Flax ``encoder`` (:func:`encoder_module`), unit-norm rows.
+
+    With a ``mesh`` every batch is split on ``data`` (``batch_size`` a multiple of
+    its size, else ConfigError) and the encoder, replicated (:func:`place_encoder`),
+    runs on all the mesh's devices; the embeddings come back to every process."""
+    if mesh is None:
+        dev = place_encoder(enc_params)
+
+        def run(b):
+            return np.asarray(_embed_batch(dev, b["ids"], b["mask"], encoder=encoder))
+    else:
+        dev = place_encoder(enc_params, mesh)
+        step = sharding.shard_predict_step(
+            lambda p, b: _embed_batch(p, b["ids"], b["mask"], encoder=encoder), dev, mesh)
+
+        def run(b):
+            return sharding.to_host(step(dev, {"ids": b["ids"], "mask": b["mask"]}))
+    out = [run(b)[b["valid"]] for b in batches({"ids": ids, "mask": mask}, batch_size, epoch=None)]
     E = np.concatenate(out).astype(np.float32)
     return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -143,7 +142,9 @@ def _fit(X, Y, config: Config, *, seed: int, ckpt, progress: bool, texts: list[s
 
 class Model(NamedTuple):
     """XR-Transformer laid out for prediction: the encoder (``bert`` config, ``tok``
-    tokenizer, ``encoder`` params on the device) and the prepared XR-Linear ``linear``."""
+    tokenizer, ``encoder`` params on the device, or replicated over the mesh) and the
+    prepared XR-Linear ``linear`` (on a mesh: its rankers split on ``model``,
+    :mod:`jxmc.models.tree_linear.mesh`)."""
 
     bert: Any
     tok: Any
@@ -153,16 +154,18 @@ class Model(NamedTuple):
 
 def _prepare(params, config: Config, mesh=None) -> base.Prepared:
     bert, tok = common.unpack_encoder_files(params)
-    encoder = jax.tree_util.tree_map(jnp.asarray, params["encoder"])
+    encoder = common.place_encoder(params["encoder"], mesh)
     linear = xr_linear.METHOD.prepare(params["linear"], _linear_config(config), mesh)
     return base.Prepared(params, config, mesh, Model(bert, tok, encoder, linear))
 
 
 def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str]) -> TopK:
-    """Top-``k`` labels by XR-Linear on ``[X, embedding(texts)]``.
+    """Top-``k`` labels by XR-Linear on ``[X, embedding(texts)]``; with a mesh both the
+    encoder pass (batches split on ``data``) and XR-Linear's beam run on it.
 
     Raises:
-      ConfigError: ``X`` of another width than in training.
+      ConfigError: ``X`` of another width than in training; on a mesh, a
+        ``predict_batch_size`` that is not a multiple of its ``data`` size.
     """
     X = sp.csr_matrix(X, dtype=np.float32)
     n_tfidf = int(model.params["n_tfidf"])
@@ -171,7 +174,7 @@ def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str
     st = model.state
     ids, mask = encode(st.tok, texts, config.max_len)
     E = common.embed_tokens(st.encoder, common.encoder_module(st.bert), ids, mask,
-                            batch_size=config.predict_batch_size)
+                            batch_size=config.predict_batch_size, mesh=model.mesh)
     return xr_linear.METHOD.predict(st.linear, _concat(X, E), _linear_config(config), k=k)
 
 

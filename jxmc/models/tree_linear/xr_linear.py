@@ -30,9 +30,10 @@ last one.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,8 +41,9 @@ import scipy.sparse as sp
 from jxmc.embed import pifa
 from jxmc.errors import ConfigError
 from jxmc.models import base
+from jxmc.models.tree_linear import host_beam, rankers, scoring
+from jxmc.models.tree_linear import label_text as lt
 from jxmc.models.tree_linear import mesh as xr_mesh
-from jxmc.models.tree_linear import rankers, scoring
 from jxmc.ops.sparse import add_bias
 from jxmc.tree.beam import TRANSFORMS
 from jxmc.tree.build import TreeSpec, build, check_spec
@@ -69,17 +71,21 @@ class Config:
     chunk_weights: int = 1 << 25  # floats of ranker weights solved at once (memory bound)
     level_workers: int = 2  # TFN: levels prepared and solved at once (1: one after another)
     predict_batch_size: int = 256  # queries per prediction step (at most)
+    host_queries: int = 64  # calls with at most this many queries predict on the host (numpy,
+    # no compilation: tree_linear.host_beam); 0: always on the device
     tree_shape: str = "balanced"  # "balanced": bisections grouped by nr_splits (PECOS); "wide": Bonsai's
     max_depth: int = 3  # "wide" trees: levels at most, the label level included (Bonsai 3)
     transform: str = "l3-hinge"  # node score -> probability: "l3-hinge" (PECOS), "l2-hinge" (Parabel)
     clusters_per_label: int = 1  # label disentanglement's lambda (Liu et al. 2021); 1: off
     copy_fraction: float = 1.0  # share of labels given lambda copies (most entangled first)
+    label_text: bool = False  # label texts: pifa_lf_concat tree + text-backed scores (label_text.py)
+    label_text_weight: float = 0.3  # lam of label_text.rescore: (1-lam) tree + lam cos(doc, text)
 
     RENAMED = {"C": "cost"}  # the names older jxmc versions wrote (base.config_from_dict)
     RENAMED_VALUES = {"tree_shape": {"pecos": "balanced"}}
 
 
-PREDICT_FIELDS = ("beam_size", "predict_batch_size", "transform")
+PREDICT_FIELDS = ("beam_size", "predict_batch_size", "transform", "host_queries")
 
 
 def tree_spec(config: Config) -> TreeSpec:
@@ -100,8 +106,12 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"transform must be one of {sorted(TRANSFORMS)}, got {config.transform!r}")
     if config.clusters_per_label < 1:
         raise ConfigError(f"clusters_per_label must be >= 1, got {config.clusters_per_label}")
+    if config.host_queries < 0:
+        raise ConfigError(f"host_queries must be >= 0, got {config.host_queries}")
     if not 0.0 <= config.copy_fraction <= 1.0:
         raise ConfigError(f"copy_fraction must be in [0, 1], got {config.copy_fraction}")
+    if not 0.0 <= getattr(config, "label_text_weight", 0.0) <= 1.0:
+        raise ConfigError(f"label_text_weight must be in [0, 1], got {config.label_text_weight}")
 
 
 def _ranker_options(config: Config) -> rankers.Options:
@@ -133,7 +143,7 @@ def _disentangle(params, Xb, Y, config: Config, progress: bool, mesh=None):
 
 
 def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: bool = True,
-        mesh=None):
+        mesh=None, label_features=None):
     """Trains XR-Linear; returns the params pytree (numpy arrays).
 
     Args:
@@ -156,22 +166,32 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     sharded (:mod:`jxmc.models.tree_linear.mesh`); the model is bit-identical to
     the one trained without.
 
+    With ``label_text`` (:mod:`jxmc.models.tree_linear.label_text`) ``label_features``
+    ``csr f32[L_ext, d]`` (``L_ext >= L``) gives the labels' text features: the model
+    predicts ``L_ext`` labels, the tree clusters ``pifa_lf_concat`` and
+    ``params["label_text"]`` keeps ``T`` for the text-backed scores.
+
     Raises:
       ConfigError: an unknown ``negatives``, ``tree_shape`` or ``transform``, or a
-        tree option its shape cannot take; fewer than 2 labels.
+        tree option its shape cannot take; fewer than 2 labels; ``label_text`` without
+        (or with mis-shaped) ``label_features``.
     """
     check_config(config)
     X = sp.csr_matrix(X, dtype=np.float32)
     Y = sp.csr_matrix(Y, dtype=np.float32)
     if Y.shape[1] < 2:
         raise ConfigError("xr-linear needs at least 2 labels")
+    T = lt.check_fit(Y, X, label_features) if getattr(config, "label_text", False) else None
+    Y = Y if T is None else lt.pad_labels(Y, T.shape[0])  # text-only labels: no positives
     restored = ckpt.restore() if ckpt is not None else None
     if restored is not None:
         params = restored[1]
     else:
-        tree = build(pifa(Y, X), tree_spec(config), seed)
+        tree = build(pifa(Y, X) if T is None else lt.pifa_lf_concat(Y, X, T), tree_spec(config), seed)
         params = {"perm": tree.perm, "branching": np.asarray(tree.branching, np.int32),
                   "n_features": np.asarray(X.shape[1], np.int32), "levels": {}}
+        if T is not None:
+            params["label_text"] = lt.stored(T)
     tree = scoring.tree_of(params)
     Xb = add_bias(X, config.bias)
     pool = rankers.DevicePool(None if mesh is None else xr_mesh.solver_devices(mesh))
@@ -220,22 +240,46 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     return params
 
 
+class Layouts:
+    """The prepared state of a tree-linear model on one device: its host layout
+    (:func:`jxmc.models.tree_linear.host_beam.host_model`, built at once: 0.2 s on
+    debian-deps) and its device layout (:func:`jxmc.models.tree_linear.scoring.device_levels`),
+    built by the first call that needs it (:attr:`device`), so that a model that only
+    answers a few queries at a time never lays out or compiles its levels for the device."""
+
+    def __init__(self, params):
+        self.params = params
+        self.host = host_beam.host_model(params)
+        self._device = None
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> scoring.ScoringLevels:
+        """Every level's scoring layout on the default device (laid out once, thread-safe)."""
+        with self._lock:
+            if self._device is None:
+                self._device = scoring.device_levels(self.params, self.host.tree.depth)
+            return self._device
+
+
 def prepare(params, config: Config = Config(), mesh=None) -> base.Prepared:
-    """The model laid out for prediction: every level's scoring layout on the device
-    (:func:`jxmc.models.tree_linear.scoring.device_levels`) or, with a ``mesh``, split
-    over it (:func:`jxmc.models.tree_linear.mesh.sharded_levels`).  ``state`` is the
-    :class:`~jxmc.models.tree_linear.scoring.ScoringLevels`; it does not depend on the
+    """The model laid out for prediction.  On one device ``state`` is a :class:`Layouts`
+    (host layout now, device layout on first use); with a ``mesh`` it is the levels split
+    over it (:func:`jxmc.models.tree_linear.mesh.sharded_levels`).  Neither depends on the
     prediction fields, so one prepared model serves any beam size."""
+    if mesh is None:
+        return base.Prepared(params, config, None, Layouts(params))
     depth = scoring.tree_of(params).depth
-    levels = (scoring.device_levels(params, depth) if mesh is None
-              else xr_mesh.sharded_levels(params, depth, mesh))
-    return base.Prepared(params, config, mesh, levels)
+    return base.Prepared(params, config, mesh, xr_mesh.sharded_levels(params, depth, mesh))
 
 
 def predict_prepared(model: base.Prepared, X, config: Config, *, k: int = 10) -> TopK:
     """Top-``k`` labels of each row of ``X`` (``csr f32[n, d]``) by beam search of width
     ``config.beam_size`` on the prepared ``model`` (single-device or mesh: the same
-    result).  Returns numpy ``ids: i32[n, k]`` (-1 padded), ``scores: f32[n, k]``.
+    result).  On one device a call with at most ``config.host_queries`` rows runs on the
+    host (:mod:`jxmc.models.tree_linear.host_beam`: no compilation; the same top-k up to
+    float32 summation order).  Returns numpy ``ids: i32[n, k]`` (-1 padded),
+    ``scores: f32[n, k]``.
 
     Raises:
       ConfigError: ``X`` has a different feature count than the training data.
@@ -244,10 +288,16 @@ def predict_prepared(model: base.Prepared, X, config: Config, *, k: int = 10) ->
     X = sp.csr_matrix(X, dtype=np.float32)
     if X.shape[1] != int(params["n_features"]):
         raise ConfigError(f"X has {X.shape[1]} features, the model {int(params['n_features'])}")
+    if config.label_text:  # the beam's top-k, then the text-backed scores (label_text.py)
+        top = predict_prepared(model, X, replace(config, label_text=False), k=k)
+        return lt.rescore(params, X, top, config.label_text_weight, k)
+    if model.mesh is None and X.shape[0] <= config.host_queries:
+        return host_beam.beam(model.state.host, X, bias=config.bias, beam_size=config.beam_size,
+                              k=k, transform=config.transform)
     Xb = add_bias(X, config.bias)
-    if model.mesh is None:
-        return scoring.beam(params, model.state, Xb, config, k=k)
-    return xr_mesh.beam(params, model.state, Xb, config, mesh=model.mesh, k=k)
+    if model.mesh is not None:
+        return xr_mesh.beam(params, model.state, Xb, config, mesh=model.mesh, k=k)
+    return scoring.beam(params, model.state.device, Xb, config, k=k)
 
 
 METHOD = base.method(
