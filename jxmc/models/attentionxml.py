@@ -163,7 +163,7 @@ def _beam_all(heads, ids, mask, perm, *, modules, branching, depth, width, batch
     out_n, out_s = [], []
     for b in batches({"ids": ids, "mask": mask}, batch_size, epoch=None):
         nodes, lp = ax_net.beam_jit(heads, b["ids"], b["mask"], perm, modules=modules,
-                                branching=branching, depth=depth, width=width)
+                                    branching=branching, depth=depth, width=width)
         out_n.append(np.asarray(nodes)[b["valid"]])
         out_s.append(np.asarray(lp)[b["valid"]])
     return np.concatenate(out_n), np.concatenate(out_s)
@@ -336,7 +336,8 @@ def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str
     out_ids, out_sc = [], []
     for b in batches({"ids": ids, "mask": mask}, config.predict_batch_size, epoch=None):
         r = ax_net.predict_topk(st.heads, b["ids"], b["mask"], st.perm, modules=st.modules,
-                           branching=st.branching, depth=D, beam_size=config.beam_size, k=k)
+                                branching=st.branching, depth=D, beam_size=config.beam_size,
+                                k=k)
         out_ids.append(np.asarray(r.ids)[b["valid"]])
         out_sc.append(np.asarray(r.scores, np.float32)[b["valid"]])
     return TopK(np.concatenate(out_ids).astype(np.int32), np.concatenate(out_sc))
