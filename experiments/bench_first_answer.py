@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import os
 import resource
 import statistics
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments" / "harness"))
 sys.path.insert(0, str(REPO))
 import provenance  # noqa: E402
-from common import write_json_atomic  # noqa: E402
+from common import read_queries, write_json_atomic  # noqa: E402
 
 from jxmc.fileio import atomic_write  # noqa: E402
 
@@ -73,13 +72,6 @@ def summary(runs: list[dict], key: str) -> dict:
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
 
 
-def _queries(data: str, n: int, path: str) -> None:
-    with lzma.open(os.path.join(data, "test_texts.txt.xz"), "rt", encoding="utf-8") as f:
-        lines = [next(f) for _ in range(n)]
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-
-
 def main(argv=None) -> int:
     args = _args(argv)
     provenance.require_clean(args.allow_dirty, "bench_first_answer.py")
@@ -92,7 +84,9 @@ def main(argv=None) -> int:
                        "--model-dir", model], env)
             print(f"trained {model} in {t['wall_s']:.1f} s", flush=True)
         queries = os.path.join(tmp, "queries.txt")
-        _queries(args.data, args.queries, queries)
+        with open(queries, "w", encoding="utf-8") as f:
+            f.writelines(q + "\n" for q in read_queries(args.data, args.queries,
+                                                        "bench_first_answer.py"))
         predict = [sys.executable, "-m", "jxmc", "predict", "--data", queries, "--model-dir",
                    model, "--out", os.path.join(tmp, "out.txt")]
         cache = os.path.join(tmp, "xla-cache")

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments" / "harness"))
 sys.path.insert(0, str(REPO))
 import provenance  # noqa: E402
-from common import write_json_atomic  # noqa: E402
+from common import read_queries, write_json_atomic  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results"
 
@@ -77,17 +77,6 @@ def jxmc(*argv: str) -> subprocess.CompletedProcess:
     if r.returncode != 0:
         raise SystemExit(f"jxmc {' '.join(argv)} failed:\n{r.stderr[-3000:]}")
     return r
-
-
-def read_queries(data: str, n: int) -> tuple[str, list[str]]:
-    """The first ``n`` non-blank test documents of a raw-text folder: ``("texts", docs)``."""
-    from jxmc.fileio import find_file, read_lines
-
-    path = find_file(data, "test_texts.txt")
-    if path is None:
-        raise SystemExit(f"bench_serve.py: {data} has no test_texts.txt; pass a raw-text dataset "
-                         f"folder (e.g. ../shared/data/debtags)")
-    return "texts", [t for _, t in read_lines(path) if t.strip()][:n]
 
 
 def expected_answers(model_dir: str, queries: list[str], k: int, work: str) -> list[list[tuple[str, float]]]:
@@ -239,7 +228,7 @@ def main(argv=None) -> int:
             jxmc("train", "--data", args.data, "--model-dir", model_dir, "--method", args.method,
                  "--no-progress")
             train_s = round(time.perf_counter() - t0, 1)
-        key, queries = read_queries(args.data, args.queries)
+        key, queries = "texts", read_queries(args.data, args.queries, "bench_serve.py")
         print(f"bench_serve: jxmc predict on {len(queries)} queries ...", file=sys.stderr, flush=True)
         expected = expected_answers(model_dir, queries, args.k, work)
         if args.warm_nnz is None:

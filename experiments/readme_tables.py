@@ -157,7 +157,6 @@ def other_methods(folder: str = RESULTS) -> list[str]:
     rows, notes = [], []
     dis = load("disentanglement", folder)
     emb = load("label_embedding", folder)
-    trf = load("transformers_cpu", folder)
     marks = {}
 
     def mark(date, git) -> str:
@@ -201,10 +200,11 @@ def other_methods(folder: str = RESULTS) -> list[str]:
         for (d, system), p in PUBLISHED.items():
             if d == ds:
                 rows.append([ds, f"{system}, published ‡", n2(p[0]), n2(p[1]), n2(p[2]), "–", "–"])
-        if trf and ds == "debtags":
+        trf = load("transformers_cpu" if ds == "debtags" else f"transformers_cpu_{ds}", folder)
+        if trf:
             for r in trf["runs"]:
                 rows.append([ds, f"jxmc `{r['method']}`, CPU smoke scale "
-                             + mark(trf["date"], trf["git"]),
+                             + mark(r.get("date", trf["date"]), r.get("git", trf["git"])),
                              n2(r["P@1"]), n2(r["P@3"]), n2(r["P@5"]), n2(r["PSP@5"]),
                              sig(r["train_s"])])
     for (commit, dirty), (sym, dates) in marks.items():

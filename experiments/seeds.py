@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.join(HERE, "harness"))
 
 import provenance  # noqa: E402
 
+from jxmc.fileio import atomic_write  # noqa: E402
+
 RESULTS = os.path.join(HERE, "results")
 DEFAULT_DATA = [f"../shared/data/{d}" for d in ("bibtex", "delicious", "debtags", "debian-deps")]
 QUALITY = ("P@1", "P@3", "P@5", "PSP@5")
@@ -104,11 +106,9 @@ def main(argv=None) -> int:
     out["git"]["dirty"] = out["git"]["dirty"] or provenance_dirty
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "seeds.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         json.dump(out, f, indent=1)
         f.write("\n")
-    os.replace(tmp, path)
     lines = ["# XR-Linear over seeds", "", f"Command: `{out['command']}`; {out['date']}; commit "
              f"`{head[:12]}`{' (some runs from other commits or a dirty tree)' if provenance_dirty else ''}.",
              "", "| dataset | system | " + " | ".join(QUALITY) + " |", "|" + " --- |" * (2 + len(QUALITY))]
@@ -118,9 +118,8 @@ def main(argv=None) -> int:
                 f"{s[q]['mean']:.2f} [{s[q]['min']:.2f}, {s[q]['max']:.2f}]" for q in QUALITY) + " |")
     lines += ["", "jxmc − PECOS, P@1 per seed: " + "; ".join(
         f"{n} {', '.join(f'{g:+.2f}' for g in v['values'])}" for n, v in out["gap"].items())]
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(os.path.join(RESULTS, "seeds.md")) as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(RESULTS, "seeds.md"))
     print(f"seeds.py: wrote {os.path.relpath(path, REPO)} and seeds.md", flush=True)
     return 0
 

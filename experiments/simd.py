@@ -32,6 +32,8 @@ sys.path.insert(0, os.path.join(HERE, "harness"))
 
 import provenance  # noqa: E402
 
+from jxmc.fileio import atomic_write  # noqa: E402
+
 VARIANTS = {
     "default": {},
     "xla-avx2": {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
@@ -78,10 +80,9 @@ def main(argv=None) -> int:
     out = {**rec, "dataset": os.path.basename(os.path.normpath(args.data)), "runs": runs}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", "simd.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         json.dump(out, f, indent=1)
         f.write("\n")
-    os.replace(path + ".tmp", path)
     lines = [f"# {out['dataset']}: the same run with this CPU's SIMD kernels limited", "",
              f"Command: `{out['command']}`; {out['date']}; commit `{out['git']['commit'][:12]}`"
              + (" (uncommitted changes)" if out["git"]["dirty"] else "")
@@ -92,9 +93,8 @@ def main(argv=None) -> int:
         env = " ".join(f"`{k}={v}`" for k, v in r["env"].items()) or "as installed"
         lines.append(f"| {r['variant']} | {env} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} | "
                      f"{r['PSP@5']:.2f} | {', '.join(str(x['weights']) for x in r['levels'])} |")
-    with open(path[:-5] + ".md.tmp", "w", encoding="utf-8") as f:
+    with atomic_write(path[:-5] + ".md") as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(path[:-5] + ".md.tmp", path[:-5] + ".md")
     print(f"simd.py: wrote {os.path.relpath(path, REPO)} and .md", flush=True)
     return 0
 

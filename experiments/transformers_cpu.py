@@ -1,10 +1,10 @@
-"""The transformer methods on debtags on a CPU: one epoch at 64 tokens each (issue 4).
+"""The transformer methods on a CPU: one epoch at 64 tokens each (issues 4, 15, 16).
 
 Command (from the repository root; hours on 2 CPU cores):
 
     nice -n 19 python experiments/transformers_cpu.py [--data ../shared/data/debtags]
-        [--methods cascadexml lightxml xr-transformer x-transformer] [--work /tmp/jxmc-transformers-cpu]
-        [--note TEXT]
+        [--methods cascadexml lightxml xr-transformer x-transformer elmo]
+        [--work /tmp/jxmc-transformers-cpu] [--note TEXT]
 
 Each method is one ``jxmc train --data DIR --method M --epochs 1 --max-len 64
 --model-dir WORK/M`` process, its output kept in ``WORK/M.log``, then ``jxmc
@@ -16,7 +16,11 @@ done; ``train_seconds`` is then that of the process that finished the training
 (the epochs it resumed after are in the log).  Writes
 ``experiments/results/transformers_cpu.json`` and ``.md`` with the machine, the
 date, the commit, the commands, the epoch lines (seconds, sequences per second)
-and P@1/3/5 next to XR-Linear's on the same features.
+and P@1/3/5 next to XR-Linear's on the same features.  The results file of a
+dataset (``transformers_cpu.*`` for debtags, ``transformers_cpu_<dataset>.*``
+otherwise) keeps the rows of the methods not run this time, each row with the
+commit, the dirty flag and the date of the invocation that made it, so one
+method can be re-run without losing the others.
 
 One epoch at 64 tokens on a CPU is a smoke-scale setting: the configurations meant
 for a GPU are in ``experiments/configs/``.
@@ -38,10 +42,10 @@ sys.path.insert(0, str(REPO / "experiments" / "harness"))
 import provenance  # noqa: E402
 from disentanglement import git_state, machine, provenance_lines, write_atomic  # noqa: E402
 
-METHODS = ("cascadexml", "lightxml", "xr-transformer", "x-transformer")
+METHODS = ("cascadexml", "lightxml", "xr-transformer", "x-transformer", "elmo")
 KEYS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5")
-# XR-Linear on the same TF-IDF features (../shared/PEERS.md)
-PECOS_DEBTAGS = (87.12, 62.61, 47.77)
+# XR-Linear (PECOS) on the same TF-IDF features, P@1/3/5 (../shared/PEERS.md)
+PECOS = {"debtags": (87.12, 62.61, 47.77), "debian-deps": (69.78, 49.60, 38.96)}
 EPOCH_LINE = re.compile(r"^\S+( phase \d+/\d+)?: epoch \d+/\d+ .*seq/s.*$", re.M)
 
 
@@ -91,20 +95,33 @@ def run_one(data: str, work: Path, method: str) -> dict:
     return row
 
 
+def _made(r: dict, result: dict) -> str:
+    """Where a row comes from: this invocation, or the earlier one that made it."""
+    g = r.get("git", result["git"])
+    return (f"`{g['commit'][:12]}`" + (" dirty" if g["dirty"] else "")
+            + ("" if r.get("date", result["date"]) == result["date"] else f", {r['date']}"))
+
+
 def markdown(result: dict) -> str:
-    lines = provenance_lines(result, "Transformer methods on debtags, CPU (no accelerator), "
+    name = result.get("dataset", "debtags")
+    pecos = PECOS.get(name)
+    lines = provenance_lines(result, f"Transformer methods on {name}, CPU (no accelerator), "
                                "1 epoch at 64 tokens")
     lines += [f"Note: {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
-    lines += ["Metrics in % on the test split (6,071 points). train s: `train_seconds` of the "
+    lines += ["Metrics in % on the test split. train s: `train_seconds` of the "
               "`jxmc train` process that finished the model (compilation included, TF-IDF and "
-              f"tokenisation excluded). XR-Linear (PECOS, same TF-IDF features, "
-              f"`../shared/PEERS.md`): P@1/3/5 = {'/'.join(map(str, PECOS_DEBTAGS))}.", "",
-              "| method | P@1 | P@3 | P@5 | nDCG@5 | PSP@5 | train s | P@1 vs XR-Linear |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "tokenisation excluded). "
+              + (f"XR-Linear (PECOS, same TF-IDF features, `../shared/PEERS.md`): P@1/3/5 = "
+                 f"{'/'.join(map(str, pecos))}. " if pecos else "")
+              + "made: the commit (dirty: with uncommitted changes) and, for a row kept from an "
+              "earlier invocation, its date.", "",
+              "| method | P@1 | P@3 | P@5 | nDCG@5 | PSP@5 | train s | P@1 vs XR-Linear | made |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["runs"]:
+        vs = f"{r['P@1'] - pecos[0]:+.2f}" if pecos else "-"
         lines.append(f"| {r['method']} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} | "
-                     f"{r['nDCG@5']:.2f} | {r['PSP@5']:.2f} | {r['train_s']:.0f} | "
-                     f"{r['P@1'] - PECOS_DEBTAGS[0]:+.2f} |")
+                     f"{r['nDCG@5']:.2f} | {r['PSP@5']:.2f} | {r['train_s']:.0f} | {vs} | "
+                     f"{_made(r, result)} |")
     lines += ["", "Epoch lines (from each run's log):", ""]
     for r in result["runs"]:
         lines += [f"- {e}" for e in r["epoch_lines"]] or [f"- {r['method']}: (no log kept)"]
@@ -127,13 +144,25 @@ def main() -> None:
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    name = Path(args.data).resolve().name
+    stem = "transformers_cpu" if name == "debtags" else f"transformers_cpu_{name}"
     result = {"command": "python experiments/transformers_cpu.py " + shlex.join(sys.argv[1:]),
               "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-              "machine": machine(), "git": git_state(), "notes": args.note, "runs": []}
+              "machine": machine(), "git": git_state(), "dataset": name, "notes": args.note,
+              "runs": []}
+    earlier = out / f"{stem}.json"
+    kept = []
+    if earlier.exists():  # the rows of the methods not run now, with their own provenance
+        old = json.loads(earlier.read_text())
+        kept = [{"git": old["git"], "date": old["date"], **r} for r in old.get("runs", [])
+                if r["method"] not in args.methods]
+        result["notes"] = [*old.get("notes", []), *args.note] if kept else args.note
     for method in args.methods:
-        result["runs"].append(run_one(args.data, work, method))
-        write_atomic(out / "transformers_cpu.json", json.dumps(result, indent=1) + "\n")
-        write_atomic(out / "transformers_cpu.md", markdown(result))
+        row = {**run_one(args.data, work, method), "git": result["git"], "date": result["date"]}
+        result["runs"] = sorted([*kept, *[r for r in result["runs"] if r["method"] != method],
+                                 row], key=lambda r: METHODS.index(r["method"]))
+        write_atomic(out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+        write_atomic(out / f"{stem}.md", markdown(result))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,13 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import json
 import lzma
 import os
 import tempfile
 import zlib
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from jxmc.errors import DataError
 
@@ -97,3 +98,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def read_json_object(path: str | os.PathLike, error: type[Exception], what: str) -> dict[str, Any]:
+    """The JSON object in ``path``.
+
+    Raises:
+      error: (the caller's class, e.g. ``ModelError``) one line naming ``path``: the
+        file cannot be read or parsed (``"<path>: unreadable <what>: <why>"``), or it
+        holds another JSON value (``"<path>: not a <what> (a JSON list, expected an
+        object)"``).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: unreadable {what}: {' '.join(str(e).split())}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: not a {what} (a JSON {type(value).__name__}, expected an object)")
+    return value

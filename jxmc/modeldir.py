@@ -29,7 +29,7 @@ import numpy as np
 from jxmc import checkpoint
 from jxmc.data.tfidf import Featurizer
 from jxmc.errors import ModelError
-from jxmc.fileio import atomic_write
+from jxmc.fileio import atomic_write, read_json_object
 from jxmc.version import MODEL_FORMAT, __version__
 
 MANIFEST = "jxmc_model.json"
@@ -59,14 +59,7 @@ def read_manifest(model_dir: str) -> dict[str, Any] | None:
     path = os.path.join(model_dir, MANIFEST)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: unreadable model manifest: {e}") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{path}: not a jxmc model manifest (a JSON {type(manifest).__name__}, "
-                         "expected an object)")
+    manifest = read_json_object(path, ModelError, "model manifest")
     fmt = manifest.get("model_format")
     if fmt != MODEL_FORMAT:
         raise ModelError(f"{path}: written by jxmc {manifest.get('jxmc_version', '?')} in model format "

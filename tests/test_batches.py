@@ -54,3 +54,20 @@ def test_batches_have_fixed_shapes_and_cover_every_row_once():
     # every point's features appear exactly once across the batches
     total = sum(float(b.x.values[b.valid].sum()) for b in batches)
     np.testing.assert_allclose(total, X.sum(), rtol=1e-5)
+
+
+def test_map_batches_keeps_the_valid_rows_in_order():
+    from jxmc.train.batches import map_batches
+    from jxmc.types import TopK
+
+    ids = np.arange(7 * 2, dtype=np.int32).reshape(7, 2)
+    seen = []
+
+    def fn(b):
+        seen.append(b["ids"].shape)
+        return TopK(b["ids"][:, :1] * 10, b["ids"].astype(np.float32))
+
+    r = map_batches(fn, {"ids": ids, "mask": np.ones_like(ids)}, 3)
+    assert seen == [(3, 2)] * 3  # fixed shapes: the last batch padded
+    np.testing.assert_array_equal(r.ids[:, 0], ids[:, 0] * 10)
+    np.testing.assert_array_equal(r.scores, ids)

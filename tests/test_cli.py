@@ -12,6 +12,7 @@ import napkinxc.metrics as nxm
 import numpy as np
 import pytest
 from conftest import shared_dataset
+from toy_data import read_predictions
 
 from jxmc import metrics
 from jxmc.cli import main
@@ -23,14 +24,6 @@ SMALL = "synthetic:n_train=800,n_test=200,n_labels=64,n_features=400,branching=4
 def _run(*argv):
     return subprocess.run([sys.executable, "-m", "jxmc", *argv], capture_output=True, text=True,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
-
-
-def _read_predictions(path):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            rows.append([(p.rsplit(":", 1)[0], float(p.rsplit(":", 1)[1])) for p in line.split()])
-    return rows
 
 
 def _napkinxc_metrics(pred_names, truth_names, inv_ps):
@@ -48,7 +41,7 @@ def _check_evaluate_equals_predict_file(tmp_path, data, model_dir, truth_names, 
     out = tmp_path / "pred.txt"
     r = _run("predict", "--data", data, "--model-dir", model_dir, "--out", str(out))
     assert r.returncode == 0, r.stderr
-    rows = _read_predictions(out)
+    rows = read_predictions(out)
     assert len(rows) == len(truth_names)
     assert all(len(row) == 10 for row in rows)
     assert all(s1 >= s2 for row in rows for (_, s1), (_, s2) in zip(row, row[1:], strict=False))
@@ -127,7 +120,7 @@ def test_debtags_train_predict_evaluate(tmp_path):
     out = tmp_path / "docs.pred"
     r = _run("predict", "--data", str(docs), "--model-dir", model, "--out", str(out), "--top-k", "3")
     assert r.returncode == 0, r.stderr
-    rows = _read_predictions(out)
+    rows = read_predictions(out)
     assert len(rows) == 2 and all(len(row) == 3 for row in rows)
     assert all(name in names for row in rows for name, _ in row)
 
@@ -156,7 +149,7 @@ def test_debtags_prediction_options_with_set(tmp_path):
     assert r.returncode == 0, r.stderr
     with lzma.open(f"{folder}/test_labels.txt.xz", "rt", encoding="utf-8") as f:
         n_test = len(f.read().splitlines())
-    rows = _read_predictions(out)
+    rows = read_predictions(out)
     assert len(rows) == n_test and all(len(row) == 10 for row in rows)
     for command in ("predict", "evaluate"):
         extra = ["--out", str(tmp_path / "x.txt")] if command == "predict" else []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from toy_data import read_predictions, rows_as_text, trained_synthetic
 
 from jxmc.cli import main
-from jxmc.data.synthetic import generate, parse_spec
 from jxmc.errors import ConfigError, DataError
 from jxmc.predictor import Predictor, parse_feature_rows
 
@@ -15,22 +15,11 @@ from jxmc.predictor import Predictor, parse_feature_rows
 SPEC = "synthetic:n_train=300,n_test=12,n_labels=32,n_features=200,words_per_point=6,branching=4/4"
 
 
-def _rows_as_text(X: sp.csr_matrix) -> list[str]:
-    return [" ".join(f"{j}:{v!r}" for j, v in zip(r.indices.tolist(), r.data.tolist(), strict=True))
-            for r in X]
-
-
-def _read_predictions(path):
-    with open(path, encoding="utf-8") as f:
-        return [[(p.rsplit(":", 1)[0], float(p.rsplit(":", 1)[1])) for p in line.split()] for line in f]
-
-
 @pytest.fixture(scope="module")
 def sparse_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("pred")
     model = str(d / "m")
-    assert main(["train", "--data", SPEC, "--model-dir", model, "--no-progress"]) == 0
-    _, _, Xte, _ = generate(parse_spec(SPEC))
+    Xte = trained_synthetic(model, SPEC)
     return model, Xte, d
 
 
@@ -67,7 +56,7 @@ def text_model(tmp_path_factory):
 def test_one_at_a_time_equals_batched_and_the_csr_input(sparse_model):
     model, Xte, _ = sparse_model
     p = Predictor(model)
-    rows = _rows_as_text(Xte)
+    rows = rows_as_text(Xte)
     batched = p.predict(features=rows, k=5)
     assert batched.ids.shape == (len(rows), 5) and batched.scores.dtype == np.float32
     assert np.all(np.diff(batched.scores, axis=1) <= 0)
@@ -90,11 +79,11 @@ def test_one_at_a_time_equals_batched_and_the_csr_input(sparse_model):
 def test_answers_equal_jxmc_predict_on_a_features_file(sparse_model):
     model, Xte, d = sparse_model
     path, out = d / "feats.txt", d / "pred.txt"
-    rows = _rows_as_text(Xte)
+    rows = rows_as_text(Xte)
     path.write_text(f"{len(rows)} {Xte.shape[1]}\n" + "\n".join(rows) + "\n")
     assert main(["predict", "--data", str(path), "--model-dir", model, "--top-k", "4",
                  "--out", str(out)]) == 0
-    want = _read_predictions(out)
+    want = read_predictions(out)
     got = Predictor(model).predict(features=rows, k=4)
     for w, labels, scores in zip(want, got.labels, got.scores, strict=True):
         assert [name for name, _ in w] == labels
@@ -148,7 +137,7 @@ def test_texts_through_the_saved_featuriser(text_model):
     path.write_text("\n".join(texts) + "\n")
     assert main(["predict", "--data", str(path), "--model-dir", model, "--top-k", "3",
                  "--out", str(out)]) == 0
-    want = _read_predictions(out)
+    want = read_predictions(out)
     assert [[n for n, _ in w] for w in want] == batched.labels
 
 
@@ -163,7 +152,7 @@ def test_a_calibrated_model_answers_probabilities_too(sparse_model, tmp_path):
     calibration.save(copy, cal)
     p = Predictor(copy)
     assert p.calibrator == cal
-    rows = _rows_as_text(Xte[:3])
+    rows = rows_as_text(Xte[:3])
     out = p.predict(features=rows, k=4)
     np.testing.assert_allclose(out.probabilities, 1 / (1 + np.exp(-(3.0 * out.scores - 1.0))),
                                rtol=1e-5)

@@ -16,9 +16,9 @@ import urllib.request
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from toy_data import read_predictions, rows_as_text, trained_synthetic
 
 from jxmc.cli import main
-from jxmc.data.synthetic import generate, parse_spec
 from jxmc.microbatch import Batcher, bucket
 from jxmc.predictor import Predictor
 from jxmc.serve import Service
@@ -29,29 +29,18 @@ SPEC = "synthetic:n_train=300,n_test=24,n_labels=32,n_features=200,words_per_poi
 MAX_BODY = 16384
 
 
-def _rows_as_text(X: sp.csr_matrix) -> list[str]:
-    return [" ".join(f"{j}:{v!r}" for j, v in zip(r.indices.tolist(), r.data.tolist(), strict=True))
-            for r in X]
-
-
-def _read_predictions(path):
-    with open(path, encoding="utf-8") as f:
-        return [[(p.rsplit(":", 1)[0], float(p.rsplit(":", 1)[1])) for p in line.split()] for line in f]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A tiny xr-linear model, `jxmc predict`'s answers on its test rows, and a running service."""
     d = tmp_path_factory.mktemp("serve")
     model = str(d / "m")
-    assert main(["train", "--data", SPEC, "--model-dir", model, "--no-progress"]) == 0
-    _, _, Xte, _ = generate(parse_spec(SPEC))
-    rows = _rows_as_text(Xte)
+    Xte = trained_synthetic(model, SPEC)
+    rows = rows_as_text(Xte)
     feats, out = d / "feats.txt", d / "pred.txt"
     feats.write_text(f"{len(rows)} {Xte.shape[1]}\n" + "\n".join(rows) + "\n")
     assert main(["predict", "--data", str(feats), "--model-dir", model, "--top-k", "10",
                  "--out", str(out)]) == 0
-    expected = _read_predictions(out)
+    expected = read_predictions(out)
     service = Service(Predictor(model), port=0, max_batch=4, max_wait_ms=20, max_k=10,
                       max_body=MAX_BODY, warm_nnz=8)
     service.listen()

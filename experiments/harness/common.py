@@ -188,6 +188,19 @@ def write_json_atomic(path: str, obj) -> None:
         raise
 
 
+def read_queries(data: str, n: int, script: str) -> list[str]:
+    """The first ``n`` non-blank test documents of a raw-text dataset folder (its
+    ``test_texts.txt``, compressed or not); SystemExit naming ``script`` when it has none.
+    Reads through :mod:`jxmc.fileio` (imported here, so the peers' runners never load it)."""
+    from jxmc.fileio import find_file, read_lines
+
+    path = find_file(data, "test_texts.txt")
+    if path is None:
+        raise SystemExit(f"{script}: {data} has no test_texts.txt; pass a raw-text dataset "
+                         f"folder (e.g. ../shared/data/debtags)")
+    return [t for _, t in read_lines(path) if t.strip()][:n]
+
+
 def save_pred(out: str, ids: np.ndarray) -> None:
     """Saves ``i32[n, k]`` ids to ``out/pred.npy`` atomically."""
     tmp = os.path.join(out, ".pred.tmp.npy")

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jxmc.errors import ConfigError
+from jxmc.fileio import read_json_object
 
 _META = "__meta__"
 _CLASS = {"xlinear": "pecos.xmc.xlinear.model###XLinearModel",
@@ -76,14 +77,7 @@ def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: missing; not a PECOS XLinearModel folder "
                           f"(XLinearModel.save writes it)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: unreadable JSON ({' '.join(str(e).split())})") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: a JSON {type(value).__name__}, expected an object")
-    return value
+    return read_json_object(path, ConfigError, "PECOS JSON parameter file")
 
 
 def _field(param: dict, key: str, kind, path: str):

@@ -64,7 +64,7 @@ from jxmc.models import base
 from jxmc.nn import attention_xml as ax_net
 from jxmc.nn.attention_xml import AttentionXML
 from jxmc.ops.ids import pow2
-from jxmc.train.batches import batches
+from jxmc.train.batches import batches, map_batches
 from jxmc.train.loop import restore_state, run_epochs
 from jxmc.train.optim import make_optimizer
 from jxmc.train.step import init_state, make_train_step
@@ -160,13 +160,10 @@ def level_modules(config: Config, vocab_size: int, branching) -> tuple[Attention
 
 def _beam_all(heads, ids, mask, perm, *, modules, branching, depth, width, batch_size):
     """:func:`beam` over all points, ``batch_size`` at a time: numpy ``(nodes, logp)``."""
-    out_n, out_s = [], []
-    for b in batches({"ids": ids, "mask": mask}, batch_size, epoch=None):
-        nodes, lp = ax_net.beam_jit(heads, b["ids"], b["mask"], perm, modules=modules,
-                                    branching=branching, depth=depth, width=width)
-        out_n.append(np.asarray(nodes)[b["valid"]])
-        out_s.append(np.asarray(lp)[b["valid"]])
-    return np.concatenate(out_n), np.concatenate(out_s)
+    return tuple(map_batches(lambda b: ax_net.beam_jit(heads, b["ids"], b["mask"], perm,
+                                                       modules=modules, branching=branching,
+                                                       depth=depth, width=width),
+                             {"ids": ids, "mask": mask}, batch_size))
 
 
 # --- fit ---------------------------------------------------------------------------------
@@ -333,14 +330,11 @@ def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str
     ids, mask = encode_words(list(texts), st.vocab, config.max_len)
     D = len(st.branching)
 
-    out_ids, out_sc = [], []
-    for b in batches({"ids": ids, "mask": mask}, config.predict_batch_size, epoch=None):
-        r = ax_net.predict_topk(st.heads, b["ids"], b["mask"], st.perm, modules=st.modules,
-                                branching=st.branching, depth=D, beam_size=config.beam_size,
-                                k=k)
-        out_ids.append(np.asarray(r.ids)[b["valid"]])
-        out_sc.append(np.asarray(r.scores, np.float32)[b["valid"]])
-    return TopK(np.concatenate(out_ids).astype(np.int32), np.concatenate(out_sc))
+    r = map_batches(lambda b: ax_net.predict_topk(st.heads, b["ids"], b["mask"], st.perm,
+                                                  modules=st.modules, branching=st.branching,
+                                                  depth=D, beam_size=config.beam_size, k=k),
+                    {"ids": ids, "mask": mask}, config.predict_batch_size)
+    return TopK(r.ids.astype(np.int32), r.scores.astype(np.float32))
 
 
 METHOD = base.method(

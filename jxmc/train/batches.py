@@ -30,3 +30,15 @@ def batches(arrays: dict, batch_size: int, *, epoch: int | None, seed: int = 0):
         if "pos" in arrays:
             batch["pos"] = tuple(p[idx] for p in arrays["pos"])
         yield batch
+
+
+def map_batches(fn, arrays: dict, batch_size: int):
+    """``fn(batch)`` over the fixed-shape batches of ``arrays`` in order (prediction),
+    each output's valid rows kept: the outputs' pytree (e.g. a :class:`jxmc.types.TopK`
+    or one array, every leaf with a leading ``batch_size`` axis) with the leaves as
+    numpy arrays of ``n`` rows, concatenated over the batches."""
+    import jax  # the batches themselves need no JAX
+
+    outs = [jax.tree_util.tree_map(lambda a, v=b["valid"]: np.asarray(a)[v], fn(b))
+            for b in batches(arrays, batch_size, epoch=None)]
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *outs)

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jxmc.train import compute
+
 
 def _leaf(a):
     """A state leaf as saved: a global array spread over a mesh as it is (sharded save,
@@ -63,24 +65,33 @@ def run_epochs(state, step_fn: Callable, batches: Callable[[int], Iterable], *,
       points: training points (for the throughput shown).
 
     Prints a line per epoch: the loss, the epoch's seconds and sequences per second,
-    with the first step (which compiles the step in a phase's first epoch) apart.
+    with the first step (which compiles the step in a phase's first epoch) apart,
+    and the step's FLOPs (XLA's cost analysis of the compiled step), the FLOP/s
+    achieved after the first step and their fraction of the device's measured
+    matmul peak (:mod:`jxmc.train.compute`).
 
     Returns:
       ``(state, last metrics as floats)``; the metrics add ``epoch_s`` (seconds of
-      the last epoch), ``seq_s`` (its training points per second) and
-      ``first_step_s`` (its first step, compilation included).
+      the last epoch), ``seq_s`` (its training points per second),
+      ``first_step_s`` (its first step, compilation included) and, where XLA
+      reports the step's FLOPs, ``step_flops``, ``flops_s``, ``peak_flops_s`` and
+      ``mfu`` (:func:`jxmc.train.compute.utilisation`).
     """
     metrics = {}
+    flops = None
     for epoch in range(*epochs):
         bar = tqdm(total=n_batches, desc=f"{desc} epoch {epoch + 1}/{epochs[1]}",
                    disable=not progress, leave=False, mininterval=2.0)
-        t0 = time.perf_counter()
+        t0 = t1 = time.perf_counter()
         first = 0.0
         for i, batch in enumerate(batches(epoch)):
             state, m = step_fn(state, batch)
             if i == 0:
                 jax.block_until_ready(m)
                 first = time.perf_counter() - t0
+                if flops is None:  # the step has compiled: its analysis is a cache hit
+                    flops = compute.step_flops(step_fn, state, batch) or 0.0
+                t1 = time.perf_counter()
             if i % 10 == 0 or i == n_batches - 1:
                 metrics = {k: float(v) for k, v in m.items()}
                 rate = points * (i + 1) / n_batches / max(time.perf_counter() - t0, 1e-9)
@@ -88,13 +99,19 @@ def run_epochs(state, step_fn: Callable, batches: Callable[[int], Iterable], *,
             bar.update(1)
         metrics = {k: float(v) for k, v in m.items()}
         seconds = time.perf_counter() - t0
-        steady = points * (n_batches - 1) / n_batches / max(seconds - first, 1e-9)
-        metrics.update(epoch_s=seconds, seq_s=points / max(seconds, 1e-9), first_step_s=first)
+        rest = time.perf_counter() - t1  # the steps after the first (the analysis left out)
+        steady = points * (n_batches - 1) / n_batches / max(rest, 1e-9)
+        steps_s = (n_batches - 1) / rest if n_batches > 1 and rest > 0 else 1 / max(first, 1e-9)
+        use = (compute.utilisation(flops, steps_s, compute.measured_peak_flops())
+               if flops else {})
+        metrics.update(epoch_s=seconds, seq_s=points / max(seconds, 1e-9), first_step_s=first,
+                       **use)
         bar.close()
         if progress:
             print(f"{desc}: epoch {epoch + 1}/{epochs[1]} loss {metrics['loss']:.4f}, "
                   f"{seconds:.1f} s, {metrics['seq_s']:.1f} seq/s (first step {first:.1f} s, "
-                  f"compilation included; {steady:.1f} seq/s after it)", flush=True)
+                  f"compilation included; {steady:.1f} seq/s after it){compute.describe(use)}",
+                  flush=True)
         if ckpt is not None:
             save_state(ckpt, ckpt_offset + epoch + 1, state)
     return state, metrics
