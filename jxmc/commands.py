@@ -34,8 +34,9 @@ JSON_KEYS = ("P@1", "P@3", "P@5", "nDCG@1", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3"
              "PSnDCG@1", "PSnDCG@3", "PSnDCG@5", "R@5", "R@10")
 #: ``evaluate --json`` keys after :data:`JSON_KEYS`: label-wise metrics always,
 #: ``ECE@k`` / ``Brier@k`` when the model has a calibrator (jxmc.calibration).
+#: ``unseen-R@10`` for a model trained with label texts (``--set label_text=true``).
 EXTRA_JSON_KEYS = tuple(f"{m}@{k}" for m in ("macro-P", "macro-R", "coverage") for k in KS) + \
-    tuple(f"{m}@{k}" for m in ("ECE", "Brier") for k in KS)
+    tuple(f"{m}@{k}" for m in ("ECE", "Brier") for k in KS) + (f"unseen-R@{max(KS)}",)
 
 
 def _log(msg: str) -> None:
@@ -92,8 +93,13 @@ def train(args) -> int:
     t_data = time.perf_counter() - t0
     _log(f"jxmc: {ds.name}: {ds.train.X.shape[0]} train / {ds.test.X.shape[0]} test points, "
          f"d={ds.n_features} features, L={ds.n_labels} labels ({t_data:.1f} s)")
+    space = _label_space(config, ds)  # label_text=true: the labels with a text added
+    names = ds.label_names if space is None else space.names
     data_info = {"name": ds.name, "layout": ds.layout, "source": ds.source, "n_features": ds.n_features,
-                 "n_labels": ds.n_labels, "n_train": int(ds.train.X.shape[0]), "normalise": True}
+                 "n_labels": ds.n_labels if space is None else len(names),
+                 "n_train": int(ds.train.X.shape[0]), "normalise": True}
+    if space is not None:
+        data_info["n_train_labels"] = ds.n_labels
     settings = {"method": method.name, "config": config_to_dict(config), "seed": args.seed,
                 "data": data_info}
 
@@ -101,17 +107,26 @@ def train(args) -> int:
     if previous is not None and _same_run(method, previous, settings):
         _log(f"jxmc: {model_dir} already holds this trained model; evaluating it")
     else:
-        fingerprint = {**settings, "data_digest": _digest(ds.train.X, ds.train.Y)}
+        fingerprint = {**settings, "data_digest": _digest(ds.train.X, ds.train.Y, *(
+            () if space is None else (space.features,)))}
         ckpt = TrainCheckpoints(os.path.join(model_dir, "checkpoints"), fingerprint=fingerprint)
         if ckpt.latest_step() is not None:
             _log(f"jxmc: resuming from checkpoint step {ckpt.latest_step()} in {model_dir}/checkpoints")
         t1 = time.perf_counter()
-        params = method.fit(ds.train.X, ds.train.Y, config, seed=args.seed, ckpt=ckpt,
-                            progress=not args.no_progress, texts=_texts(method, ds.train.texts),
-                            mesh=mesh)
+        if space is None:
+            params = method.fit(ds.train.X, ds.train.Y, config, seed=args.seed, ckpt=ckpt,
+                                progress=not args.no_progress,
+                                texts=_texts(method, ds.train.texts), mesh=mesh)
+        else:
+            from jxmc.models.tree_linear import label_text
+
+            params = label_text.fit(method, ds.train.X, ds.train.Y, config, space, seed=args.seed,
+                                    ckpt=ckpt, progress=not args.no_progress, mesh=mesh)
         t_train = time.perf_counter() - t1
-        modeldir.save(model_dir, params=params, label_counts=ds.label_counts()[: ds.n_labels],
-                      label_names=ds.label_names, featurizer=ds.featurizer,
+        counts = np.zeros(data_info["n_labels"], np.int64)  # text-only labels: 0
+        counts[: ds.n_labels] = ds.label_counts()[: ds.n_labels]
+        modeldir.save(model_dir, params=params, label_counts=counts,
+                      label_names=names, featurizer=ds.featurizer,
                       extra={"train_seconds": round(t_train, 3), "data_seconds": round(t_data, 3)},
                       **settings)
         ckpt.clear()
@@ -121,11 +136,20 @@ def train(args) -> int:
     t2 = time.perf_counter()
     topk = _predict(method, model.params, ds.test.X, ds.test.texts, config, max(KS), mesh)
     t_pred = time.perf_counter() - t2
+    Y = ds.test.Y
     counts = ds.label_counts()
+    if space is not None:  # test truth in the extended space; unseen labels count 0
+        from jxmc.models.tree_linear import label_text
+
+        Y = label_text.test_labels(ds, names)
+        counts = np.zeros(Y.shape[1], np.int64)
+        counts[: ds.n_labels] = ds.label_counts()[: ds.n_labels]
     A, B = _ab(args, ds.name)
-    result = _metrics(topk.ids, ds.test.Y, counts, ds.train.X.shape[0], A, B)
+    result = _metrics(topk.ids, Y, counts, ds.train.X.shape[0], A, B)
     n_test = ds.test.X.shape[0]
     print(format_table(result, f"{ds.name} test ({n_test} points), {method.name}: metrics in %"))
+    if space is not None:
+        print(_unseen_line(_unseen(result, topk.ids, Y, counts)))
     print(f"times: data {t_data:.1f} s, train {t_train:.1f} s, "
           f"predict {1000 * t_pred / max(n_test, 1):.3f} ms/point (batched)")
     return 0
@@ -152,6 +176,40 @@ def _digest(*matrices) -> str:
         for part in (A.indptr, A.indices, A.data):
             h.update(np.ascontiguousarray(part).tobytes())
     return h.hexdigest()
+
+
+def _label_space(config, ds):
+    """``ds``'s extended label space (:func:`jxmc.models.tree_linear.label_text.for_dataset`)
+    when ``config`` asks for label texts, else None.
+
+    Raises:
+      ConfigError: ``label_text=true`` on a dataset without label texts (the folder named).
+    """
+    if not getattr(config, "label_text", False):
+        return None
+    from jxmc.models.tree_linear import label_text
+
+    space = label_text.for_dataset(ds)
+    _log(f"jxmc: label texts: {len(space.names) - space.n_train_labels} labels with a text and "
+         f"no training point added, {len(space.names)} labels in all")
+    return space
+
+
+def _unseen(result: dict, ids, Y, counts) -> dict:
+    """Adds ``unseen-R@10`` (recall@10 on the test labels unseen in training,
+    :func:`jxmc.models.tree_linear.label_text.unseen_recall`) to ``result``; returns the
+    counts behind it."""
+    from jxmc.models.tree_linear import label_text
+
+    stats = label_text.unseen_recall(ids, Y, counts, k=max(KS))
+    result[f"unseen-R@{max(KS)}"] = stats[f"R@{max(KS)}"]
+    return stats
+
+
+def _unseen_line(stats: dict) -> str:
+    k = max(KS)
+    return (f"unseen in training: {stats['labels']} test labels, {stats['positives']} positives "
+            f"on {stats['points']} points; R@{k} on them {100 * stats[f'R@{k}']:.2f}")
 
 
 def _texts(method, texts):
@@ -211,6 +269,9 @@ def calibrate(args) -> int:
     from jxmc import calibration
 
     model, method, config = _load_model(args)
+    if getattr(config, "label_text", False):
+        raise ConfigError(f"{args.model_dir}: a model trained with label_text=true; jxmc calibrate "
+                          f"does not cross-fit label texts yet")
     ds = load_dataset(args.data)
     n_features, n_labels = model.manifest["data"]["n_features"], model.manifest["data"]["n_labels"]
     if ds.n_features != n_features or ds.n_labels != n_labels or \
@@ -257,6 +318,7 @@ def evaluate(args) -> int:
                else model.manifest["data"]["name"])
     result = _metrics(topk.ids, Y, counts, model.manifest["data"]["n_train"], A, B)
     result.update(metrics.macro_metrics(topk.ids, Y, ks=KS))
+    unseen = _unseen(result, topk.ids, Y, counts) if getattr(config, "label_text", False) else None
     from jxmc import calibration
 
     cal = calibration.load(args.model_dir)
@@ -268,6 +330,8 @@ def evaluate(args) -> int:
     else:
         print(format_table(result, f"{model.manifest['data']['name']} test ({X.shape[0]} points), "
                                    f"{method.name}: metrics in %"))
+        if unseen is not None:
+            print(_unseen_line(unseen))
     return 0
 
 

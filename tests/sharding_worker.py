@@ -22,7 +22,8 @@ import sys
 def _args():
     p = argparse.ArgumentParser()
     p.add_argument("scenario", choices=["topk", "step", "ckpt-save", "ckpt-restore", "dist",
-                                        "xrl", "text", "transformer", "dist-text"])
+                                        "xrl", "text", "transformer", "dist-text",
+                                        "elmo"])
     p.add_argument("out")
     p.add_argument("--devices", type=int, default=8)
     p.add_argument("--ckpt", default=None)
@@ -596,6 +597,109 @@ def dist_text(out: str) -> None:
                    "latest": ckpt.latest_step(), "handed": sorted(set(handed))}, f)
 
 
+def elmo(out: str) -> None:
+    """(1) ELMO's flat head (:func:`jxmc.nn.flat_head.head_step_sharded`): two steps on
+    three meshes against one device's :func:`head_step` (an f32 table without rounding,
+    and a bf16 table with Kahan rows and stochastic rounding), the compiled sharded
+    step's HLO and, as the control, XLA's own partitioning of the one-device step.
+    (2) ``--method elmo`` fitted and predicted on ``data=2,model=2`` against one device
+    (f32 table), one device's model predicted on that mesh, and the state's layouts."""
+    from jxmc.models.transformer import elmo as E
+    from jxmc.nn import flat_head as F
+    from jxmc.nn.testing import tiny_encoder_dir, toy_texts
+
+    rng = np.random.default_rng(0)
+    n, L, h, m, chunk = 16, 500, 16, 3, 32
+    e = [rng.normal(size=(n, h)).astype(np.float32) for _ in range(2)]
+    pos = rng.integers(-1, L, size=(n, m)).astype(np.int32)
+    valid = np.ones(n, bool)
+    valid[-3:] = False
+    res, info = {}, {"n": n, "h": h, "L": L, "chunk": chunk, "m": m, "meshes": {}}
+    key = jax.random.PRNGKey(3)
+    for dname in ("float32", "bfloat16"):
+        dt = jnp.dtype(dname)
+        cfg = E.Config(chunk=chunk, table_dtype=dname)
+        rounding = "none" if dname == "float32" else "stochastic"
+        lay = E.layout(L, cfg, 8)  # one layout for every mesh: the same rows
+        w0 = np.random.default_rng(1).normal(size=(lay.Lp, h)) * 0.3
+        bits = F.to_bits(jnp.asarray(w0, dt))
+        state = (np.asarray(F.pack_kahan(bits[:lay.kc], F.to_bits(
+            jnp.zeros((lay.kc, h), F.comp_dtype(dt))))) if lay.kc else None,
+            np.asarray(bits[lay.kc:]))  # (an f32 table: no Kahan rows, no block)
+        for spec in ("one", "data=2,model=4", "data=4,model=2") + (
+                ("data=1,model=8",) if dname == "bfloat16" else ()):
+            kw = dict(n_rows=L, chunk=lay.chunk, rounding=rounding, dtype=dt)
+            if spec == "one":
+                step = jax.jit(lambda w, e_, k, kw=kw: F.head_step(w, None, e_, pos, valid, 0.5,
+                                                                   k, **kw)[:3])
+                w = jax.tree_util.tree_map(jnp.asarray, state)
+            else:
+                mesh = S.mesh_from_string(spec)
+                rules = ((r"^0$", jax.sharding.PartitionSpec(None, S.MODEL)),
+                         (r"^1$", jax.sharding.PartitionSpec(S.MODEL)))
+                w = S.shard_tree(state, mesh, rules)
+                step = jax.jit(lambda w, e_, k, mesh=mesh, kw=kw: F.head_step_sharded(
+                    w, e_, pos, valid, 0.5, k, mesh=mesh, **kw), donate_argnums=0)
+                info["meshes"].setdefault(spec, {})
+                if spec == "data=2,model=4" and dname == "bfloat16":
+                    eb = jax.device_put(e[0], S.batch_sharding(mesh))
+                    with open(os.path.join(out, "head-mesh.hlo.txt"), "w") as f:
+                        f.write(step.lower(w, eb, key).compile().as_text())
+                    # the control: XLA partitions the one-device step from the layouts
+                    naive = jax.jit(lambda w, e_, k, kw=kw: F.head_step(w, None, e_, pos, valid,
+                                                                        0.5, k, **kw)[:3])
+                    with open(os.path.join(out, "head-xla.hlo.txt"), "w") as f:
+                        f.write(naive.lower(w, eb, key).compile().as_text())
+                    info["kc"], info["Lp"] = lay.kc, lay.Lp
+            for i in range(2):
+                loss, g_e, w = step(w, jnp.asarray(e[i]), jax.random.fold_in(key, i))
+                res[f"{dname}/{spec}/loss{i}"] = np.asarray(loss)
+                res[f"{dname}/{spec}/g_e{i}"] = np.asarray(S.to_host(g_e))
+            kb, wp = S.to_host(w)
+            res[f"{dname}/{spec}/wp"] = wp
+            if kb is not None:
+                res[f"{dname}/{spec}/kb"] = kb
+            if spec != "one":
+                info["meshes"][spec][dname] = [None if a is None else str(a.sharding.spec)
+                                               for a in w]
+
+    # (2) the method
+    folder = tiny_encoder_dir(os.path.join(out, "enc"), words=32, layers=1, hidden=16,
+                              max_len=16)
+    texts, X, Y = toy_texts(48, 12, words=32, seed=0)
+    config = E.Config(encoder=folder, pretrained=False, epochs=2, max_len=12, batch_size=16,
+                      lr_encoder=1e-3, lr_head=0.5, dropout=0.0, chunk=4, table_dtype="float32",
+                      predict_batch_size=16, predict_chunk=4)
+    mesh = S.mesh_from_string("data=2,model=2", jax.devices()[:4])
+    seen, train_step = [], S.shard_train_step
+
+    def recording(step_fn, state, mesh):
+        seen.append({S.path_name(p): str(a.sharding.spec)
+                     for p, a in jax.tree_util.tree_leaves_with_path(state)
+                     if S.path_name(p).startswith(("w/", "params/encoder/embeddings"))})
+        return train_step(step_fn, state, mesh)
+
+    S.shard_train_step = recording
+    for where, mm in (("one", None), ("mesh", mesh)):
+        params = E.fit(X, Y, config, seed=0, texts=texts, progress=False, mesh=mm)
+        top = E.predict(params, X, config, k=4, texts=texts, mesh=mm)
+        res[f"method/{where}/w"] = np.asarray(params["w"])
+        res[f"method/{where}/ids"], res[f"method/{where}/scores"] = top.ids, top.scores
+        if where == "one":
+            top = E.predict(params, X, config, k=4, texts=texts, mesh=mesh)
+            res["method/one-on-mesh/ids"], res["method/one-on-mesh/scores"] = top.ids, top.scores
+    bf = E.Config(**{**config.__dict__, "table_dtype": "bfloat16", "dropout": 0.1})
+    params = E.fit(X, Y, bf, seed=0, texts=texts, progress=False, mesh=mesh)
+    S.shard_train_step = train_step
+    info["method_layouts"] = seen  # the f32 fit's, then the bf16 fit's
+    top = E.predict(params, X, bf, k=4, texts=texts, mesh=mesh)
+    res["method/bf16-mesh/ids"], res["method/bf16-mesh/w"] = top.ids, np.asarray(
+        params["w"]).astype(np.float32)
+    np.savez(os.path.join(out, "elmo.npz"), **res)
+    with open(os.path.join(out, "elmo.json"), "w") as f:
+        json.dump(info, f)
+
+
 def csr_to_ell_batch(Xb, z: int = 16):
     from jxmc.ops.sparse import csr_to_ell
 
@@ -607,7 +711,7 @@ if __name__ == "__main__":
     os.makedirs(ARGS.out, exist_ok=True)
     {"topk": topk, "step": step, "ckpt-save": ckpt_save, "ckpt-restore": ckpt_restore,
      "dist": dist, "xrl": xrl, "text": text, "transformer": transformer,
-     "dist-text": dist_text}[ARGS.scenario](ARGS.out)
+     "dist-text": dist_text, "elmo": elmo}[ARGS.scenario](ARGS.out)
     if ARGS.scenario in ("dist", "dist-text") and ARGS.num_processes > 1:
         jax.distributed.shutdown()
     sys.exit(0)

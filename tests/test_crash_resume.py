@@ -340,7 +340,7 @@ DAMAGE = {"no_manifest": "no finished jxmc model",
           "truncated_arrays": "bytes where the manifest records",
           "truncated_arrays_unrecorded": "cannot read parameters",
           "other_version": "model format 999", "truncated_manifest": "unreadable model manifest",
-          "manifest_not_object": "not a jxmc model manifest",
+          "manifest_not_object": "not a model manifest",
           "manifest_without_method": "no 'method'", "bad_label_names": "label names",
           "no_params": "missing; the model directory is damaged"}
 

@@ -15,7 +15,7 @@ from jxmc.errors import ConfigError
 from jxmc.models import get_method
 from jxmc.models.base import parse_overrides
 from jxmc.models.transformer import common, elmo
-from jxmc.nn import flat_head
+from jxmc.nn import flat_head, lowp
 from jxmc.nn.testing import tiny_encoder_dir, toy_texts
 from jxmc.train.optim import make_optimizer
 
@@ -51,24 +51,26 @@ def test_chunked_step_equals_the_dense_reference_step():
     np.testing.assert_allclose(w_k, w - lr * gw, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("noise", lowp.NOISES)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float8_e4m3fn])
-def test_stochastic_rounding_is_unbiased_where_nearest_loses_small_updates(dtype):
+def test_stochastic_rounding_is_unbiased_where_nearest_loses_small_updates(dtype, noise):
     base = 1.0
     ulp = float(jnp.finfo(dtype).eps)  # spacing just above 1.0
     u = ulp / 20  # far below half an ulp
     x = jnp.full((200_000,), base + u, jnp.float32)
-    sr = flat_head.stochastic_round(x, jax.random.PRNGKey(3), dtype).astype(jnp.float32)
+    sr = lowp.stochastic_round(x, jax.random.PRNGKey(3), dtype, noise).astype(jnp.float32)
     nearest = x.astype(dtype).astype(jnp.float32)
     assert set(np.unique(np.asarray(sr)).tolist()) == {base, base + ulp}
     # binomial: std of the mean = ulp * sqrt(p(1-p)/N), p = 1/20 -> ~1.1e-3 ulp
     assert abs(float(sr.mean()) - (base + u)) < 0.01 * ulp
     assert float(nearest.mean()) == base  # the update is lost
     # negative values round symmetrically
-    srn = flat_head.stochastic_round(-x, jax.random.PRNGKey(4), dtype).astype(jnp.float32)
+    srn = lowp.stochastic_round(-x, jax.random.PRNGKey(4), dtype, noise).astype(jnp.float32)
     assert abs(float(srn.mean()) + (base + u)) < 0.01 * ulp
     # and many rounded small updates add up (100 steps of u on one table)
     w = jnp.full((20_000,), base, dtype)
-    add = jax.jit(lambda w, k: flat_head.stochastic_round(w.astype(jnp.float32) + u, k, dtype))
+    add = jax.jit(lambda w, k: lowp.stochastic_round(w.astype(jnp.float32) + u, k, dtype,
+                                                          noise))
     for i in range(100):
         w = add(w, jax.random.PRNGKey(100 + i))
     assert abs(float(w.astype(jnp.float32).mean()) - (base + 100 * u)) < 0.05 * ulp * 5
@@ -122,8 +124,7 @@ def test_compiled_train_step_has_no_dense_f32_gradient(encoder_dir):
     tx = make_optimizer(lr_encoder=1e-3, lr_heads=0.0, total_steps=10)
     params = {"encoder": jax.tree_util.tree_map(jnp.asarray, enc)}
     state = elmo.State(jnp.zeros((), jnp.int32), params, tx.init(params),
-                       elmo.init_table(lay, h, jnp.bfloat16),
-                       jnp.zeros((lay.kc, h), jnp.uint16), jax.random.PRNGKey(0))
+                       elmo.init_table(lay, h, jnp.bfloat16), jax.random.PRNGKey(0))
     assert lay.kc > 0
     batch = {"ids": jnp.ones((n, 8), jnp.int32), "mask": jnp.ones((n, 8), jnp.int32),
              "pos": (jnp.zeros((n, 2), jnp.int32),), "valid": jnp.ones(n, bool)}
@@ -171,3 +172,92 @@ def test_learns_toy_texts_well_above_popularity(encoder_dir):
     p1 = Yd[np.arange(len(Yd)), top.ids[:, 0]].mean()
     pop1 = Yd[:, int(np.argmax(Yd.sum(0)))].mean()
     assert p1 > pop1 + 0.3, (p1, pop1)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float8_e4m3fn, jnp.float32])
+def test_kahan_block_holds_rows_and_compensation_bit_exactly(dtype):
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.normal(size=(6, 5)), dtype)
+    cdt = flat_head.comp_dtype(dtype)
+    c = jnp.asarray(rng.normal(size=(6, 5)) * 1e-3, cdt)
+    block = flat_head.pack_kahan(lowp.to_bits(w), lowp.to_bits(c))
+    assert block.shape == (flat_head.kahan_planes(dtype), 6, 5)
+    assert block.dtype == lowp.to_bits(w).dtype
+    wb, cb = flat_head.unpack_kahan(block, cdt)
+    np.testing.assert_array_equal(wb, lowp.to_bits(w))
+    np.testing.assert_array_equal(cb, lowp.to_bits(c))
+    assert cdt == (jnp.float32 if dtype == jnp.float32 else jnp.bfloat16)
+
+
+def test_state_table_step_equals_the_float_table_step_in_fp8():
+    e, pos, valid = _problem(L=64)
+    L, chunk, kc, h = 64, 8, 16, 8
+    rng = np.random.default_rng(2)
+    w = jnp.asarray(rng.normal(size=(L, h)) * 0.3, jnp.float8_e4m3fn)
+    comp = jnp.asarray(rng.normal(size=(kc, h)) * 1e-3, jnp.bfloat16)
+    key = jax.random.PRNGKey(5)
+    kw = dict(n_rows=L, chunk=chunk, rounding="stochastic")
+    loss, g_e, w1, c1 = flat_head.head_step(w, comp, e, pos, valid, 0.5, key, **kw)
+    state = (flat_head.pack_kahan(lowp.to_bits(w[:kc]), lowp.to_bits(comp)),
+             lowp.to_bits(w[kc:]))
+    loss2, g_e2, (kb, wp), none = flat_head.head_step(state, None, e, pos, valid, 0.5, key,
+                                                      dtype=jnp.float8_e4m3fn, **kw)
+    assert none is None and float(loss) == float(loss2)
+    np.testing.assert_array_equal(g_e, g_e2)
+    wb, cb = flat_head.unpack_kahan(kb, jnp.bfloat16)
+    np.testing.assert_array_equal(lowp.to_bits(w1), jnp.concatenate([wb, wp]))
+    np.testing.assert_array_equal(lowp.to_bits(c1), cb)
+    assert int((lowp.to_bits(w1) != lowp.to_bits(w)).sum()) > 50  # it moved
+    assert float(jnp.abs(c1.astype(jnp.float32) - comp.astype(jnp.float32)).max()) > 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float8_e4m3fn])
+def test_compiled_head_step_copies_no_kahan_rows(dtype):
+    # Kahan rows and compensation in two arrays made XLA copy the Kahan rows at every
+    # chunk (a temporary of their size); in one block they are updated in place
+    L, h, n, chunk = 262144, 16, 8, 512
+    config = elmo.Config(chunk=chunk, table_dtype=jnp.dtype(dtype).name)
+    lay = elmo.layout(L, config)
+    assert lay.kc == 52736 and lay.Lp == L
+    w = jax.eval_shape(lambda: elmo.init_table(lay, h, dtype))
+    S = jax.ShapeDtypeStruct
+    mem = flat_head.head_step_jit.lower(
+        w, None, S((n, h), jnp.float32), S((n, 3), jnp.int32), S((n,), bool),
+        S((), jnp.float32), jax.random.PRNGKey(0), n_rows=L, chunk=chunk,
+        dtype=jnp.dtype(dtype)).compile().memory_analysis()
+    kahan_rows = lay.kc * h * jnp.dtype(dtype).itemsize
+    assert mem.temp_size_in_bytes < kahan_rows // 2, mem
+    table = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(w))
+    assert mem.output_size_in_bytes - mem.alias_size_in_bytes < table // 100, mem
+
+
+def test_layout_splits_kahan_and_plain_rows_evenly_over_shards():
+    for L, chunk, shards in ((1000, 16, 4), (37, 8, 8), (5, 8, 2), (2812281, 2048, 8)):
+        lay = elmo.layout(L, elmo.Config(chunk=chunk), shards)
+        unit = lay.chunk * shards
+        assert lay.kc % unit == 0 and (lay.Lp - lay.kc) % unit == 0, lay
+        assert lay.kc >= 0.2 * L and lay.Lp >= L and lay.Lp - L < 2 * unit, lay
+    assert elmo.layout(100, elmo.Config(chunk=8, table_dtype="float32"), 2).kc == 0
+
+
+@pytest.mark.parametrize("table_dtype", ["bfloat16", "float32"])
+def test_a_table_without_plain_or_kahan_rows_checkpoints_and_resumes(encoder_dir, tmp_path,
+                                                                     table_dtype):
+    # one chunk of all-Kahan rows (bf16) or no Kahan rows (f32): the empty part is None
+    # in the train state (orbax saves no zero-size array)
+    from jxmc.checkpoint import TrainCheckpoints
+
+    texts, X, Y = toy_texts(16, 6, words=32, seed=1)
+    config = elmo.Config(encoder=encoder_dir, pretrained=False, epochs=1, max_len=8,
+                         batch_size=8, table_dtype=table_dtype)
+    lay = elmo.layout(Y.shape[1], config)
+    kb, wp = elmo.init_table(lay, 4, jnp.dtype(table_dtype))
+    assert (kb is None, wp is None) == ((False, True) if table_dtype == "bfloat16"
+                                        else (True, False))
+    ckpt = TrainCheckpoints(str(tmp_path / "ck"))
+    params = elmo.fit(X, Y, config, seed=0, texts=texts, progress=False, ckpt=ckpt)
+    assert ckpt.latest_step() == 1 and params["w"].shape == (lay.Lp, 32)
+    again = elmo.fit(X, Y, config, seed=0, texts=texts, progress=False, ckpt=ckpt)
+    np.testing.assert_array_equal(np.asarray(again["w"], np.float32),
+                                  np.asarray(params["w"], np.float32))
+    assert float(np.abs(np.asarray(params["w"], np.float32)).max()) > 0

@@ -50,6 +50,8 @@ def test_matches_a_reference_solver(lanes):
     dense = np.zeros_like(rows)
     np.add.at(dense, (pair, slot), val)
     np.testing.assert_allclose(rows[:, :-1], dense[:, :-1])
+    # the rows' squared norms (summed on the host), 0 for the inert row
+    np.testing.assert_allclose(chunk.sqnorm, np.append((dense ** 2).sum(axis=1), 0.0), rtol=1e-6)
     walks = svm_dual.epoch_walks(chunk.length, 200, seed=0)
     W, epochs = svm_dual.solve_dual_cd(chunk, walks, 200, cost=1.0, eps=1e-4, n_slots=S)
     W = np.asarray(W)
@@ -67,6 +69,7 @@ def test_padding_to_common_shapes_changes_nothing():
     chunk = svm_dual.chunk_layout(slot, val, pair, pp, y, msk, S, n_lanes=2, width=width)
     big = svm_dual.pad_chunk(chunk, n_slots=S + 7, rows=y.shape[0] + 5,
                              pieces=chunk.idx.shape[0] + 3, steps=chunk.sched.shape[0] + 4)
+    assert big.sqnorm.shape == (y.shape[0] + 6,) and np.all(big.sqnorm[y.shape[0]:] == 0)
     walks = svm_dual.epoch_walks(chunk.length, 30, seed=3)
     a, ea = svm_dual.solve_dual_cd(chunk, walks, 30, cost=1.0, eps=0.0, n_slots=S)
     b, eb = svm_dual.solve_dual_cd(big, walks, 30, cost=1.0, eps=0.0, n_slots=S + 7)

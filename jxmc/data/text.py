@@ -21,8 +21,10 @@ metrics (recall@k, the ideal of nDCG@k and PSP@k) still count them.
 their own text, one label a line: ``name<TAB>text`` (the text may be empty, e.g. a
 Debian virtual package; it runs to the line end and may hold further tabs).  The file
 may name labels that occur in no split.  It is read by :func:`read_label_texts` and
-changes nothing unless a method asks for it (``xr-linear --set label_text=true``,
-:mod:`jxmc.models.tree_linear.label_text`); the vocabulary above stays the training one.
+changes nothing unless a method asks for it (``jxmc train --method xr-linear|parabel|bonsai
+--set label_text=true``, :mod:`jxmc.models.tree_linear.label_text`: the model's label
+space becomes the training vocabulary followed by every label with a non-empty text);
+the vocabulary above stays the training one.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def score_shortlist_on_mesh(head: dict, x: jax.Array, cand: jax.Array, mesh) -> 
 
 def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, spec: Spec,
             upto: int | None = None, positives: tuple | None = None,
-            rng: jax.Array | None = None, mesh=None) -> list[Level]:
+            rng: jax.Array | None = None, mesh=None, deltas: dict | None = None) -> list[Level]:
     """Scores levels ``1 .. upto`` (default ``D``) for a batch of token ids.
 
     Args:
@@ -160,6 +160,10 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
       mesh: the :func:`jxmc.sharding.make_mesh` mesh the tables are split on
         (module docstring; ``n`` a multiple of ``D`` and every ``K_t`` of ``M``),
         or None (one device, or XLA's own partitioning).
+      deltas: ``{"level_t": {"w": f32[n, c_t, h_t], "b": f32[n, c_t]}}`` zero row
+        offsets added to the gathered shortlist rows of those levels (``t >= 2``; the
+        sparse row updates of :mod:`jxmc.nn.sparse_rows`), ``c_t`` the width of the
+        level's ``ids``; None adds nothing.
 
     Raises:
       ValueError: an unknown ``spec.negatives``; sampled negatives without ``rng``.
@@ -212,13 +216,19 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
                 key = None if rng0 is None else jax.random.fold_in(rng0, 1000 + t)
                 parents = train_parents(spec.negatives, kept, positives[t - 2], n_prev, key)
                 src_ids, src_lp = prev.ids, prev.logp
-            eq = (parents[:, :, None] == src_ids[:, None, :]) & (parents[:, :, None] >= 0)
-            plp = jnp.max(jnp.where(eq, src_lp[:, None, :], -jnp.inf), -1)
+            if t == 2 and positives is not None:  # src: the dense level, node u at column u
+                at = jnp.take_along_axis(src_lp, jnp.maximum(parents, 0), axis=1)
+                plp = jnp.where(parents >= 0, at, -jnp.inf)  # (no n x p x K_1 compare)
+            else:
+                eq = (parents[:, :, None] == src_ids[:, None, :]) & (parents[:, :, None] >= 0)
+                plp = jnp.max(jnp.where(eq, src_lp[:, None, :], -jnp.inf), -1)
 
-            def logits_of(cand, head=head, x=x):
-                if mesh is not None and positives is None:
+            delta = None if deltas is None else deltas.get(f"level_{t}")
+
+            def logits_of(cand, head=head, x=x, delta=delta):
+                if mesh is not None and positives is None and delta is None:
                     return score_shortlist_on_mesh(head, x, cand, mesh)
-                return score_shortlist(head, x, cand)
+                return score_shortlist(head, x, cand, delta)
         leaf_perm = perm if t == len(spec.branching) else None
         cand, s, logp = expand(parents, plp, B, logits_of, jax.nn.log_sigmoid, leaf_perm)
         levels.append(Level(cand, s, logp))
@@ -243,6 +253,24 @@ def loss_fn(params, batch: dict, rng, perm, *, spec: Spec, train_levels: tuple[i
     losses = {f"loss_{t}": level_loss(levels[t - 1], batch["pos"][t - 1], batch["valid"])
               for t in train_levels}
     return sum(losses.values()), losses
+
+
+def row_loss_fn(params, batch: dict, rng, deltas: dict | None, perm, *, spec: Spec,
+                train_levels: tuple[int, ...], mesh=None):
+    """:func:`loss_fn` with zero row ``deltas`` on the shortlist levels
+    (:func:`forward`): ``(loss: f32[], (metrics, ids))``, ``ids``: per level of
+    ``deltas`` (every trained level ``t >= 2`` when ``deltas`` is None) the rows it
+    scored, ``i32[n, c_t]`` (``-1`` where the row has no gradient), the rows the
+    gradient with respect to ``deltas`` belongs to."""
+    levels = forward(params, batch["ids"], batch["mask"], perm, spec=spec,
+                     upto=max(train_levels), positives=batch["pos"], rng=rng, mesh=mesh,
+                     deltas=deltas)
+    losses = {f"loss_{t}": level_loss(levels[t - 1], batch["pos"][t - 1], batch["valid"])
+              for t in train_levels}
+    names = (tuple(deltas) if deltas is not None
+             else tuple(f"level_{t}" for t in train_levels if t >= 2))
+    ids = {name: levels[int(name[6:]) - 1].ids for name in names}
+    return sum(losses.values()), (losses, ids)
 
 
 def predict_topk(params, ids, mask, perm, *, spec: Spec, k: int, mesh=None) -> TopK:

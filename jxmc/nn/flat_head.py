@@ -26,13 +26,21 @@ weights -- no f32 master copy, no optimizer state.  One train step
    The first ``kahan_rows`` rows (the most frequent labels; the method orders the
    rows by decreasing frequency) take a Kahan-compensated update instead (Kahan,
    "Further remarks on reducing truncation errors", CACM 1965; ELMO Section 4.2):
-   a ``bf16`` compensation buffer ``comp`` for those rows only carries the part
-   of each update the rounding lost into the next one.
+   a ``bf16`` compensation (:func:`comp_dtype`, also for an fp8 table) for those
+   rows only carries the part of each update the rounding lost into the next one.
+   Rows and compensation live in one array, the Kahan block (:func:`pack_kahan`),
+   so that one in-place ``dynamic_update_slice`` per chunk writes both.
 
 Every chunk's update uses the logits of the table as it was at the start of the
 step, so the step equals the dense step ``w <- w - lr * dL/dw`` on the whole
 table (tested against it in f32).  Peak memory of the head: the table (and the
-compensation rows) plus ``O(n * chunk + chunk * h)`` temporaries.
+compensation rows) plus ``O(n * chunk + chunk * h)`` temporaries (at Amazon-3M's
+L = 2,812,281, h = 768, chunk 2048, 128 points: 4.87 GiB in bf16, 2.86 GiB in fp8,
+of which 0.04 GiB temporaries).
+
+On a mesh, :func:`head_step_sharded` splits the table's rows on ``model``: each
+shard scans its own rows against the whole batch (gathered over ``data``) and only
+the input gradient (and the loss) is summed across shards.
 """
 
 from __future__ import annotations
@@ -42,62 +50,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-ROUNDINGS = ("stochastic", "nearest", "none")
+from jxmc.nn.lowp import ROUNDINGS, UINT, from_bits, round_to, to_bits
+
 TABLE_DTYPES = ("bfloat16", "float8_e4m3fn", "float32")
-_UINT = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
-
-
-def stochastic_round_bf16(x: jax.Array, key: jax.Array) -> jax.Array:
-    """``bf16`` of ``x: f32[...]`` rounded up or down at random, up with probability
-    (distance to the lower neighbour) / ulp, so ``E[round(x)] = x``.
-
-    Adds uniform random bits below bf16's last mantissa bit (the low 16 bits of
-    the f32 pattern) and truncates them: a carry into bit 16 happens with exactly
-    that probability.  Works on the magnitude bits, so negative values round
-    symmetrically; inf and nan pass through (nan may change payload).
-    """
-    x = x.astype(jnp.float32)
-    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
-    noise = jax.random.bits(key, x.shape, jnp.uint32) >> 16
-    finite = jnp.isfinite(x)
-    rounded = jnp.where(finite, (bits + noise) & jnp.uint32(0xFFFF0000),
-                        bits & jnp.uint32(0xFFFF0000))
-    return jax.lax.bitcast_convert_type(rounded, jnp.float32).astype(jnp.bfloat16)
-
-
-def stochastic_round(x: jax.Array, key: jax.Array, dtype) -> jax.Array:
-    """``x: f32[...]`` stochastically rounded to ``dtype`` (bf16 by
-    :func:`stochastic_round_bf16`; other floats by picking one of the two
-    neighbours that bracket ``x`` with probability proportional to closeness).
-    Values beyond the dtype's finite range are clipped to it (fp8 e4m3fn has no inf)."""
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.bfloat16:
-        return stochastic_round_bf16(x, key)
-    if dtype == jnp.float32:
-        return x.astype(jnp.float32)
-    info = jnp.finfo(dtype)
-    a = jnp.minimum(jnp.abs(x.astype(jnp.float32)), float(info.max))
-    near = a.astype(dtype)
-    nf = near.astype(jnp.float32)
-    ubits = {1: jnp.uint8, 2: jnp.uint16}[dtype.itemsize]
-    nb = jax.lax.bitcast_convert_type(near, ubits)
-    # the neighbours bracketing a (magnitudes: the bit pattern is monotone in the value)
-    lo_b = jnp.where(nf > a, nb - 1, nb).astype(ubits)
-    lo = jax.lax.bitcast_convert_type(lo_b, dtype)
-    hi = jax.lax.bitcast_convert_type(jnp.where(nf > a, nb, nb + 1).astype(ubits), dtype)
-    lof, hif = lo.astype(jnp.float32), hi.astype(jnp.float32)
-    gap = jnp.where(jnp.isfinite(hif) & (hif > lof), hif - lof, 1.0)
-    p_up = jnp.where(jnp.isfinite(hif) & (hif > lof), (a - lof) / gap, 0.0)
-    up = jax.random.uniform(key, x.shape) < p_up
-    mag = jnp.where(up, hi, lo)
-    return jnp.where(x < 0, -mag.astype(jnp.float32), mag.astype(jnp.float32)).astype(dtype)
-
-
-def round_to(x: jax.Array, key: jax.Array, dtype, rounding: str) -> jax.Array:
-    """``x: f32[...]`` in ``dtype`` by ``rounding`` (one of :data:`ROUNDINGS`)."""
-    if rounding == "stochastic":
-        return stochastic_round(x, key, dtype)
-    return x.astype(dtype)
 
 
 def kahan_add(w: jax.Array, comp: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -121,8 +76,9 @@ def chunk_targets(pos: jax.Array, offset, chunk: int) -> jax.Array:
     return jnp.zeros((n, chunk), jnp.float32).at[rows, local].set(1.0, mode="drop")
 
 
-def _chunk_grads(e, wc, pos, valid_w, offset, n_rows, chunk, compute_dtype):
-    """Loss, ``dz`` and the chunk's gradients (steps 1-3 of the module docstring)."""
+def _chunk_grads(e, wc, pos, valid_w, offset, n_rows, chunk, compute_dtype, ge_rows=None):
+    """Loss, ``g_e`` and the chunk's ``g_w`` (steps 1-3 of the module docstring);
+    ``ge_rows = (start, size)``: ``g_e`` of those points only (a data shard's)."""
     z = jnp.einsum("nh,ch->nc", e.astype(compute_dtype), wc.astype(compute_dtype),
                    preferred_element_type=jnp.float32)
     y = chunk_targets(pos, offset, chunk)
@@ -130,126 +86,261 @@ def _chunk_grads(e, wc, pos, valid_w, offset, n_rows, chunk, compute_dtype):
     bce = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
     loss = jnp.sum(bce * live[None, :] * valid_w[:, None])
     dz = (jax.nn.sigmoid(z) - y) * live[None, :] * valid_w[:, None]
-    g_e = jnp.einsum("nc,ch->nh", dz.astype(compute_dtype), wc.astype(compute_dtype),
+    dze = dz if ge_rows is None else jax.lax.dynamic_slice_in_dim(dz, ge_rows[0], ge_rows[1], 0)
+    g_e = jnp.einsum("nc,ch->nh", dze.astype(compute_dtype), wc.astype(compute_dtype),
                      preferred_element_type=jnp.float32)
     g_w = jnp.einsum("nc,nh->ch", dz.astype(compute_dtype), e.astype(compute_dtype),
                      preferred_element_type=jnp.float32)
     return loss, g_e, g_w
 
 
-def head_step(w: jax.Array, comp: jax.Array | None, e: jax.Array, pos: jax.Array,
+def comp_dtype(dtype) -> jnp.dtype:
+    """The Kahan compensation's dtype for a table of ``dtype``: ``bfloat16``
+    (``float32`` for an f32 reference table).  Also for an fp8 table: the
+    compensation holds the part of each update below the table's half ulp, which
+    fp8 e4m3 (3 mantissa bits, smallest normal ``2^-6``) would mostly flush to zero
+    or keep to 1 part in 16, where bf16 keeps 8 bits over f32's range."""
+    return jnp.dtype(jnp.float32 if jnp.dtype(dtype) == jnp.float32 else jnp.bfloat16)
+
+
+def kahan_planes(dtype) -> int:
+    """``P``, the planes of the Kahan block of a table of ``dtype``: the rows' bits,
+    then the compensation's bits in table-wide pieces (bf16: 2, fp8: 3, f32: 2)."""
+    return 1 + comp_dtype(dtype).itemsize // jnp.dtype(dtype).itemsize
+
+
+def pack_kahan(w_bits: jax.Array, c_bits: jax.Array) -> jax.Array:
+    """The Kahan block ``u[P, Kc, h]`` of the rows' bit patterns ``w_bits: u[Kc, h]``
+    and the compensation's ``c_bits`` (as wide or wider, most significant piece first).
+
+    One array, so the scan's single ``dynamic_update_slice`` of a chunk's
+    ``[P, chunk, h]`` writes rows and compensation together in place.  Two arrays
+    need two updates, and XLA, which fuses the read of the old rows into the
+    compensation's update, then copies the whole Kahan table at every chunk to keep
+    the old rows alive past the rows' own update (0.8 GiB at Amazon-3M scale).
+    """
+    wb, cb = w_bits.dtype.itemsize, c_bits.dtype.itemsize
+    planes = [w_bits]
+    if cb == wb:
+        planes.append(c_bits.astype(w_bits.dtype))
+    else:
+        mask = jnp.asarray((1 << 8 * wb) - 1, c_bits.dtype)
+        for i in range(cb // wb):
+            shift = jnp.asarray(8 * wb * (cb // wb - 1 - i), c_bits.dtype)
+            planes.append(((c_bits >> shift) & mask).astype(w_bits.dtype))
+    return jnp.stack(planes)
+
+
+def unpack_kahan(block: jax.Array, cdtype) -> tuple[jax.Array, jax.Array]:
+    """``(w_bits, c_bits)`` of a Kahan block (:func:`pack_kahan`); ``cdtype`` the
+    compensation's float dtype."""
+    cu = UINT[jnp.dtype(cdtype).itemsize]
+    c = block[1].astype(cu)
+    for p in range(2, block.shape[0]):
+        c = (c << jnp.asarray(8 * block.dtype.itemsize, cu)) | block[p].astype(cu)
+    return block[0], c
+
+
+def _check(kc: int, Lp: int, chunk: int, rounding: str, shards: int = 1) -> None:
+    unit = chunk * shards
+    if Lp % unit or kc % unit or kc > Lp:
+        raise ValueError(f"table rows {Lp} and Kahan rows {kc} must be multiples of chunk "
+                         f"{chunk} x {shards} shards (Kahan rows <= table rows)")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+
+
+def _scan_step(kb, wp, e, pos, valid_w, lr, key, *, n_rows, chunk, rounding, compute_dtype,
+               dtype, kbase=0, pbase=None, ge_rows=None):
+    """The two scans of :func:`head_step` over a Kahan block ``kb: u[P, kc, h]`` whose
+    first row is global row ``kbase`` and plain rows ``wp: u[Lp', h]`` from global row
+    ``pbase`` (default ``kc``): ``(loss, g_e, kb', wp')``; either may be None (no rows)."""
+    wdt, cdt = jnp.dtype(dtype), comp_dtype(dtype)
+    kc, h = _rows(kb), e.shape[1]
+    pbase = kc if pbase is None else pbase
+    n_ge = e.shape[0] if ge_rows is None else ge_rows[1]
+    e = e.astype(jnp.float32)
+    lr = jnp.asarray(lr, jnp.float32)
+
+    def grads(wc, off):
+        return _chunk_grads(e, wc, pos, valid_w, off, n_rows, chunk, compute_dtype, ge_rows)
+
+    def kahan_body(carry, j):
+        kt, g_e, loss = carry
+        off = j * chunk
+        w_bits, c_bits = unpack_kahan(jax.lax.dynamic_slice_in_dim(kt, off, chunk, 1), cdt)
+        wc, cc = from_bits(w_bits, wdt), from_bits(c_bits, cdt)
+        l_c, ge_c, gw_c = grads(wc, kbase + off)
+        wn, cn = kahan_add(wc, cc, -lr * gw_c)
+        kt = jax.lax.dynamic_update_slice_in_dim(kt, pack_kahan(to_bits(wn), to_bits(cn)), off, 1)
+        return (kt, g_e + ge_c, loss + l_c), None
+
+    def plain_body(carry, j):
+        wt, g_e, loss = carry
+        off = j * chunk
+        wc = from_bits(jax.lax.dynamic_slice_in_dim(wt, off, chunk, 0), wdt)
+        l_c, ge_c, gw_c = grads(wc, pbase + off)
+        new = wc.astype(jnp.float32) - lr * gw_c
+        # the key of the chunk's global index: the same bits on any mesh
+        wn = round_to(new, jax.random.fold_in(key, pbase // chunk + j), wdt, rounding)
+        wt = jax.lax.dynamic_update_slice_in_dim(wt, to_bits(wn), off, 0)
+        return (wt, g_e + ge_c, loss + l_c), None
+
+    # Two scans over two arrays (the Kahan block and the other rows): one table carried
+    # through two scans in a row is copied between them by XLA.
+    g_e = jnp.zeros((n_ge, h), jnp.float32)
+    loss = jnp.zeros((), jnp.float32)
+    if kc:
+        (kb, g_e, loss), _ = jax.lax.scan(kahan_body, (kb, g_e, loss),
+                                          jnp.arange(kc // chunk, dtype=jnp.int32))
+    if _rows(wp):
+        (wp, g_e, loss), _ = jax.lax.scan(plain_body, (wp, g_e, loss),
+                                          jnp.arange(wp.shape[0] // chunk, dtype=jnp.int32))
+    return loss, g_e, kb, wp
+
+
+def _rows(a, axis: int | None = None) -> int:
+    """Rows of a Kahan block (axis 1) or of the plain rows (axis 0); 0 for None."""
+    if a is None:
+        return 0
+    return a.shape[(1 if a.ndim == 3 else 0) if axis is None else axis]
+
+
+def _valid_weights(valid: jax.Array) -> jax.Array:
+    return valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1).astype(jnp.float32)
+
+
+def head_step(w, comp: jax.Array | None, e: jax.Array, pos: jax.Array,
               valid: jax.Array, lr, key: jax.Array, *, n_rows: int, chunk: int,
               rounding: str = "stochastic", compute_dtype=jnp.float32, dtype=None):
     """One SGD step of the flat head (module docstring), chunk by chunk.
 
     Args:
-      w: [Lp, h] the table (bf16, float8_e4m3fn or f32), ``Lp`` a multiple of
-        ``chunk``; rows ``>= n_rows`` are padding (no loss, never updated usefully).
-      comp: bf16[Kc, h] Kahan compensation of the first ``Kc`` rows (``Kc`` a
-        multiple of ``chunk``), or None for no Kahan rows.
+      w: the table, either as the train state holds it, ``(kb, wp)`` with ``dtype``
+        given: the Kahan block ``kb: u[P, Kc, h]`` (:func:`pack_kahan`: the bit patterns
+        of the first ``Kc`` rows and of their compensation) and the bit patterns of
+        the other rows ``wp: u[Lp - Kc, h]`` (:func:`init_table`; updated in place
+        when donated; None for an empty part, which checkpoints cannot hold); or one float table ``[Lp, h]`` (bf16, float8_e4m3fn or f32),
+        split into bits and back here (a copy each way, for tests and references).
+        ``Lp`` and ``Kc`` multiples of ``chunk``; rows ``>= n_rows`` are padding (no
+        loss, never updated usefully).
+      comp: with a float table, the Kahan compensation ``[Kc, h]`` of its first ``Kc``
+        rows (:func:`comp_dtype`), or None for no Kahan rows; None with ``(kb, wp)``.
       e: f32[n, h] the embeddings; pos: i32[n, m] each point's positive rows (-1 pad);
       valid: bool[n] real points (the loss is averaged over them).
       lr: f32[] the learning rate; key: PRNG key of the stochastic rounding.
       n_rows: the real rows ``L``; chunk: rows per scan step.
       rounding: one of :data:`ROUNDINGS` for the non-Kahan rows.
       compute_dtype: the matmuls' input dtype (f32 accumulation).
-      dtype: the table's float dtype when ``w`` (and ``comp``) hold its bit patterns
-        (``uint16`` for bf16, ``uint8`` for fp8, ``uint32`` for f32; see below).
-
-    Keep the table as bit patterns (:func:`to_bits`) between steps, split into the
-    Kahan rows and the others (``w = (w_kahan, w_plain)``): the scans then update
-    it in place.  Given a float table, XLA moves the chunk's conversion
-    to f32 out through the ``dynamic-update-slice`` onto the whole table, which it
-    then converts (or copies) at every chunk; a float ``w`` is therefore turned
-    into bits for the scan and back (one copy each way, fine for tests).
+      dtype: the table's float dtype (needed with ``(kb, wp)``).
 
     Returns:
       ``(loss: f32[], g_e: f32[n, h], w', comp')``: the mean over valid points of
       the BCE summed over the ``L`` labels, its gradient in ``e``, the updated table
-      and compensation (same shapes and dtypes).
+      and compensation, as given (``comp'`` None with ``(kb, wp)``).
 
     Raises:
       ValueError: ``Lp`` or ``Kc`` not a multiple of ``chunk``, an unknown rounding.
     """
     split = isinstance(w, tuple)
     if split:
-        wk, wp = w
+        kb, wp = w
         wdt = jnp.dtype(dtype)
-        kc, h = wk.shape
-        Lp = kc + wp.shape[0]
     else:
-        wdt = w.dtype if jnp.issubdtype(w.dtype, jnp.floating) else jnp.dtype(dtype)
-        Lp, h = w.shape
+        wdt = jnp.dtype(w.dtype)
         kc = 0 if comp is None else comp.shape[0]
-    if Lp % chunk or kc % chunk or kc > Lp or (comp is None) != (kc == 0):
-        raise ValueError(f"table rows {Lp} and Kahan rows {kc} must be multiples of chunk "
-                         f"{chunk} (Kahan rows <= table rows, comp given iff Kahan rows)")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-    n = e.shape[0]
-    valid_w = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1).astype(jnp.float32)
-    e = e.astype(jnp.float32)
-    lr = jnp.asarray(lr, jnp.float32)
-    cdt_ = jnp.dtype(jnp.bfloat16)
-    if not split:  # a whole table (tests, references): split it into bits and back
-        bits_in = jnp.issubdtype(w.dtype, jnp.floating)
-        wb = to_bits(w) if bits_in else w
-        wk, wp = wb[:kc], wb[kc:]
-        if comp is not None and jnp.issubdtype(comp.dtype, jnp.floating):
-            comp = to_bits(comp)
-    if comp is not None:  # bf16 compensation (f32 with an f32 reference table)
-        cdt_ = jnp.dtype(jnp.float32 if comp.dtype.itemsize == 4 else jnp.bfloat16)
-
-    def grads(wt, j, base):
-        off = j * chunk
-        wc = from_bits(jax.lax.dynamic_slice_in_dim(wt, off, chunk, 0), wdt)
-        return off, wc, _chunk_grads(e, wc, pos, valid_w, base + off, n_rows, chunk,
-                                     compute_dtype)
-
-    def kahan_body(carry, j):
-        wt, ct, g_e, loss = carry
-        off, wc, (l_c, ge_c, gw_c) = grads(wt, j, 0)
-        cc = from_bits(jax.lax.dynamic_slice_in_dim(ct, off, chunk, 0), cdt_)
-        wn, cn = kahan_add(wc, cc, -lr * gw_c)
-        wt = jax.lax.dynamic_update_slice_in_dim(wt, to_bits(wn), off, 0)
-        ct = jax.lax.dynamic_update_slice_in_dim(ct, to_bits(cn), off, 0)
-        return (wt, ct, g_e + ge_c, loss + l_c), None
-
-    def plain_body(carry, j):
-        wt, g_e, loss = carry
-        off, wc, (l_c, ge_c, gw_c) = grads(wt, j, kc)
-        new = wc.astype(jnp.float32) - lr * gw_c
-        wn = round_to(new, jax.random.fold_in(key, kc // chunk + j), wdt, rounding)
-        wt = jax.lax.dynamic_update_slice_in_dim(wt, to_bits(wn), off, 0)
-        return (wt, g_e + ge_c, loss + l_c), None
-
-    # Two scans over two arrays (the Kahan rows and the others): one table carried
-    # through two scans in a row is copied between them by XLA.
-    g_e = jnp.zeros((n, h), jnp.float32)
-    loss = jnp.zeros((), jnp.float32)
-    if kc:
-        (wk, comp, g_e, loss), _ = jax.lax.scan(kahan_body, (wk, comp, g_e, loss),
-                                                jnp.arange(kc // chunk, dtype=jnp.int32))
-    if Lp > kc:
-        (wp, g_e, loss), _ = jax.lax.scan(plain_body, (wp, g_e, loss),
-                                          jnp.arange((Lp - kc) // chunk, dtype=jnp.int32))
+        _check(kc, w.shape[0], chunk, rounding)
+        wb = to_bits(w)
+        c = jnp.zeros((0, w.shape[1])) if comp is None else comp
+        cb = to_bits(c.astype(comp_dtype(wdt)))
+        kb = pack_kahan(wb[:kc], cb) if kc else None
+        wp = wb[kc:] if w.shape[0] > kc else None
+    _check(_rows(kb), _rows(kb) + _rows(wp), chunk, rounding)
+    loss, g_e, kb, wp = _scan_step(kb, wp, e, pos, _valid_weights(valid), lr, key,
+                                   n_rows=n_rows, chunk=chunk, rounding=rounding,
+                                   compute_dtype=compute_dtype, dtype=wdt)
     if split:
-        return loss, g_e, (wk, wp), comp
-    w = jnp.concatenate([wk, wp]) if kc else wp
-    if bits_in:
-        w = from_bits(w, wdt)
-        comp = None if comp is None else from_bits(comp, cdt_)
+        return loss, g_e, (kb, wp), None
+    w = from_bits(table_rows((kb, wp)), wdt)
+    if comp is not None and kb is not None:
+        comp = from_bits(unpack_kahan(kb, comp_dtype(wdt))[1], comp_dtype(wdt)).astype(comp.dtype)
     return loss, g_e, w, comp
 
 
-def to_bits(a: jax.Array) -> jax.Array:
-    """The bit patterns of a float array (unsigned ints of the same width)."""
-    return jax.lax.bitcast_convert_type(a, _UINT[jnp.dtype(a.dtype).itemsize])
+def head_step_sharded(w, e: jax.Array, pos: jax.Array, valid: jax.Array, lr, key: jax.Array, *,
+                      mesh, n_rows: int, chunk: int, rounding: str = "stochastic",
+                      compute_dtype=jnp.float32, dtype=None):
+    """:func:`head_step` on a ``(data, model)`` mesh (:mod:`jxmc.sharding`), the table
+    split by rows on ``model`` (Megatron-LM's vocabulary-parallel output layer).
+
+    ``w = (kb, wp)`` as in :func:`head_step`, ``kb: u[P, Kc, h]`` split on ``model``
+    along its rows (``P(None, "model")``), ``wp: u[Lp - Kc, h]`` on ``model``
+    (``P("model")``): model shard ``s`` holds Kahan rows ``s Kc / M ..`` with their
+    compensation and plain rows ``Kc + s (Lp - Kc) / M ..``, ``Kc`` and ``Lp - Kc``
+    multiples of ``chunk * M``.  ``e, pos, valid`` are split on ``data``.
+
+    Each device gathers the batch's embeddings, positives and valid flags over
+    ``data`` (``n x h`` floats, the batch's ``n x m`` ids) and scans its own rows
+    against the whole batch, so the weight gradient of a chunk ``dz.T @ e`` is
+    summed over the ``data`` shards inside that matmul and every ``data`` replica
+    of a model shard applies the same update: no ``chunk x h`` (in all
+    ``Lp / M x h``) all-reduce of weight gradients over ``data``, at the price of
+    repeating the head's matmuls on the ``D`` replicas.  Each device keeps the input
+    gradient of its own ``n / D`` points, ``psum``-ed over ``model`` (the only sum
+    across shards, with the loss scalar).  The stochastic rounding of a chunk uses
+    the key of its global index, so the step equals one device's step.
+
+    Returns:
+      ``(loss: f32[] replicated, g_e: f32[n, h] on data, (kb', wp') in their layout)``.
+
+    Raises:
+      ValueError: ``Kc`` or ``Lp - Kc`` not a multiple of ``chunk * M``, ``n`` not of
+        ``D``, an unknown rounding.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    from jxmc.sharding import DATA, MODEL
+
+    kb, wp = w
+    D, M = mesh.shape[DATA], mesh.shape[MODEL]
+    kc, n = _rows(kb), e.shape[0]
+    _check(kc, kc + _rows(wp), chunk, rounding, M)
+    if n % D:
+        raise ValueError(f"a batch of {n} points does not split across data={D}")
+    kcl, pl, nl = kc // M, _rows(wp) // M, n // D
+
+    def local(kb, wp, e, pos, valid, lr, key):
+        m, d = jax.lax.axis_index(MODEL), jax.lax.axis_index(DATA)
+        e, pos, valid = (jax.lax.all_gather(a, DATA, axis=0, tiled=True) for a in (e, pos, valid))
+        loss, g_e, kb, wp = _scan_step(kb, wp, e, pos, _valid_weights(valid), lr, key,
+                                       n_rows=n_rows, chunk=chunk, rounding=rounding,
+                                       compute_dtype=compute_dtype, dtype=dtype,
+                                       kbase=m * kcl, pbase=kc + m * pl, ge_rows=(d * nl, nl))
+        return jax.lax.psum(loss, MODEL), jax.lax.psum(g_e, MODEL), kb, wp
+
+    # check_vma=False: the loss is the same on every data shard after the psum
+    loss, g_e, kb, wp = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(None, MODEL), P(MODEL), P(DATA), P(DATA), P(DATA), P(), P()),
+        out_specs=(P(), P(DATA), P(None, MODEL), P(MODEL)), check_vma=False)(
+            kb, wp, e, pos, valid, jnp.asarray(lr, jnp.float32), key)
+    return loss, g_e, (kb, wp)
 
 
-def from_bits(a: jax.Array, dtype) -> jax.Array:
-    """The floats of dtype ``dtype`` whose bit patterns are ``a`` (:func:`to_bits`)."""
-    return jax.lax.bitcast_convert_type(a, jnp.dtype(dtype))
+def init_table(kc: int, rows: int, h: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """The zero table as the train state holds it (:func:`head_step`'s ``(kb, wp)``):
+    the Kahan block ``u[P, kc, h]`` (zero rows, zero compensation) and the bit
+    patterns of the other ``rows - kc`` rows, None for either without rows (orbax
+    saves no zero-size array).  OvA linear classifiers start at zero (the targets
+    break the symmetry)."""
+    bits = UINT[jnp.dtype(dtype).itemsize]
+    return (jnp.zeros((kahan_planes(dtype), kc, h), bits) if kc else None,
+            jnp.zeros((rows - kc, h), bits) if rows > kc else None)
+
+
+def table_rows(w) -> jax.Array:
+    """The ``[Lp, h]`` bit patterns of the rows of a train-state table ``(kb, wp)``."""
+    return jnp.concatenate([a for a in (None if w[0] is None else w[0][0], w[1])
+                            if a is not None])
 
 
 def dense_loss(w: jax.Array, e: jax.Array, pos: jax.Array, valid: jax.Array, *,
@@ -259,7 +350,7 @@ def dense_loss(w: jax.Array, e: jax.Array, pos: jax.Array, valid: jax.Array, *,
     z = e.astype(jnp.float32) @ w.astype(jnp.float32).T
     y = chunk_targets(pos, 0, w.shape[0])
     live = (jnp.arange(w.shape[0]) < n_rows).astype(jnp.float32)
-    vw = valid.astype(jnp.float32) / jnp.maximum(valid.sum(), 1).astype(jnp.float32)
+    vw = _valid_weights(valid)
     bce = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))
     return jnp.sum(bce * live[None, :] * vw[:, None])
 

@@ -33,9 +33,14 @@ def score_dense(table: dict, x: jax.Array) -> jax.Array:
     return jnp.einsum("nh,kh->nk", x, w, preferred_element_type=jnp.float32) + table["b"]
 
 
-def score_shortlist(table: dict, x: jax.Array, ids: jax.Array) -> jax.Array:
-    """``f32[n, c]`` scores of the rows ``ids: i32[n, c]`` for ``x: [n, h]``; ``-inf`` at ``-1``."""
+def score_shortlist(table: dict, x: jax.Array, ids: jax.Array,
+                    delta: dict | None = None) -> jax.Array:
+    """``f32[n, c]`` scores of the rows ``ids: i32[n, c]`` for ``x: [n, h]``; ``-inf`` at ``-1``.
+    ``delta`` (``{"w": f32[n, c, h], "b": f32[n, c]}``, zeros) is added to the gathered
+    rows: its gradient is theirs (:mod:`jxmc.nn.sparse_rows`)."""
     safe = jnp.maximum(ids, 0)
-    w = table["w"][safe].astype(x.dtype)  # [n, c, h]
-    s = jnp.einsum("nh,nch->nc", x, w, preferred_element_type=jnp.float32) + table["b"][safe]
+    w, b = table["w"][safe], table["b"][safe]  # [n, c, h], [n, c]
+    if delta is not None:
+        w, b = w.astype(jnp.float32) + delta["w"], b + delta["b"]
+    s = jnp.einsum("nh,nch->nc", x, w.astype(x.dtype), preferred_element_type=jnp.float32) + b
     return jnp.where(ids >= 0, s, -jnp.inf)

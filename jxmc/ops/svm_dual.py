@@ -57,7 +57,8 @@ Layout of one chunk (:func:`chunk_layout`, host side):
   padding ``(S - 1, 0.0)``; piece ``Q`` is inert;
 * rows ``first, count: i32[P + 1]`` (each row's pieces), ``y, mask: f32[P + 1,
   B]`` targets (+-1) and weights (0 for padding children and for the inert row
-  ``P``);
+  ``P``), ``sqnorm: f32[P + 1]`` each row's ``x_i.x_i`` (summed on the host: computed
+  in the program it was a third of its compile time);
 * the lanes ``sched: i32[T, U]`` (rows; ``P`` = nothing to do).
 """
 
@@ -92,6 +93,7 @@ class Chunk(NamedTuple):
     mask: np.ndarray  # f32[P + 1, B]
     sched: np.ndarray  # i32[T + 1, U]
     length: np.ndarray  # i32[U]
+    sqnorm: np.ndarray  # f32[P + 1] x_i.x_i of each row (0 for the inert row)
 
 
 def assign_lanes(sizes: np.ndarray, n_lanes: int) -> np.ndarray:
@@ -158,9 +160,11 @@ def chunk_layout(slot: np.ndarray, val: np.ndarray, pair: np.ndarray, pair_paren
     sched = np.full((int(per_lane.max(initial=0)) + 1, n_lanes), P, np.int32)
     sched[step, lane[order]] = order
     pad = np.zeros((1, B), np.float32)
+    sqnorm = np.bincount(pair, weights=np.square(val, dtype=np.float64), minlength=P)
     return Chunk(idx, vv, np.append(first[:-1], Q).astype(np.int32),
                  np.append(count, 1).astype(np.int32), np.vstack([y, pad]),
-                 np.vstack([mask, pad]), sched, per_lane.astype(np.int32))
+                 np.vstack([mask, pad]), sched, per_lane.astype(np.int32),
+                 np.append(sqnorm, 0.0).astype(np.float32))
 
 
 def pad_chunk(c: Chunk, *, n_slots: int, rows: int, pieces: int, steps: int) -> Chunk:
@@ -184,7 +188,8 @@ def pad_chunk(c: Chunk, *, n_slots: int, rows: int, pieces: int, steps: int) -> 
     count = rows_of(c.count, 1)
     sched = np.full((steps + 1, c.sched.shape[1]), rows, np.int32)
     sched[: c.sched.shape[0]] = np.where(c.sched == P, rows, c.sched)
-    return Chunk(idx, val, first, count, rows_of(c.y, 0.0), rows_of(c.mask, 0.0), sched, c.length)
+    return Chunk(idx, val, first, count, rows_of(c.y, 0.0), rows_of(c.mask, 0.0), sched, c.length,
+                 rows_of(c.sqnorm, 0.0))
 
 
 def epoch_walks(length: np.ndarray, epochs: int, seed: int) -> np.ndarray:
@@ -218,13 +223,12 @@ def solve_dual_cd(chunk: Chunk, walks, max_epochs, *, cost, eps, n_slots: int):
     Returns:
       ``(W: f32[S, B], epochs: i32[])``; row ``S - 1`` of ``W`` is zero.
     """
-    idx, val, first, count, y, mask, sched, length = chunk
-    P, B = y.shape[0] - 1, y.shape[1]
+    idx, val, first, count, y, mask, sched, length, sqnorm = chunk
+    B = y.shape[1]
     Q = idx.shape[0] - 1
     T = sched.shape[0] - 1  # row T of sched is inert
     inv2c = 0.5 / cost
-    row_of_piece = jnp.repeat(jnp.arange(P + 1), count, total_repeat_length=Q + 1)
-    qd = jax.ops.segment_sum(jnp.sum(val * val, axis=1), row_of_piece, num_segments=P + 1) + inv2c
+    qd = sqnorm + inv2c
     live = mask > 0
 
     lanes = jnp.arange(sched.shape[1])

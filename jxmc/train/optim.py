@@ -23,7 +23,7 @@ def warmup_linear(peak: float, total_steps: int, warmup_steps: int) -> optax.Sch
 
 def make_optimizer(*, lr_encoder: float, lr_heads: float, total_steps: int,
                    warmup_steps: int = 0, weight_decay: float = 0.01,
-                   clip_norm: float = 1.0,
+                   clip_norm: float | None = 1.0,
                    frozen_heads: tuple[str, ...] = ()) -> optax.GradientTransformation:
     """AdamW over ``{"encoder": ..., "heads": {"level_1": ..., ...}}`` params (any
     other top-level key is treated as a head).
@@ -32,7 +32,9 @@ def make_optimizer(*, lr_encoder: float, lr_heads: float, total_steps: int,
       lr_encoder, lr_heads: peak learning rates of the encoder and of the heads.
       total_steps, warmup_steps: the schedule (:func:`warmup_linear`).
       weight_decay: AdamW's decoupled decay, on matrices only.
-      clip_norm: the global gradient norm is clipped to this.
+      clip_norm: the global gradient norm is clipped to this; None: no clipping (the
+        sparse step, :func:`jxmc.train.sparse_step.make_sparse_train_step`, clips the norm
+        of all its gradients, dense and row ones, itself).
       frozen_heads: names under ``params["heads"]`` left unchanged (no update,
         no decay), e.g. XR-Transformer's coarser levels while a finer one trains.
 
@@ -62,7 +64,8 @@ def make_optimizer(*, lr_encoder: float, lr_heads: float, total_steps: int,
                 out[key] = fill(sub, "encoder" if key == "encoder" else "heads")
         return out
 
-    return optax.chain(optax.clip_by_global_norm(clip_norm),
+    clip = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
+    return optax.chain(*clip,
                        optax.multi_transform({"encoder": adamw(lr_encoder),
                                               "heads": adamw(lr_heads),
                                               "frozen": optax.set_to_zero()}, labels))

@@ -1,4 +1,7 @@
-"""The train state and the one jitted train step ``(state, batch) -> (state, metrics)``.
+"""The train state and the jitted train step ``(state, batch) -> (state, metrics)``:
+:func:`make_train_step` (every parameter by its gradient and optax), or
+:func:`jxmc.train.sparse_step.make_sparse_train_step` (the label tables of the shortlist levels by sparse
+row updates, :mod:`jxmc.nn.sparse_rows`; the rest by optax).
 
 The state is donated, so XLA updates parameters and optimizer moments in place.
 Everything that changes a compiled shape (spec, levels trained) is bound
@@ -54,3 +57,4 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation):
         return TrainState(state.step + 1, params, opt_state, rng), metrics
 
     return jax.jit(step, donate_argnums=0)
+

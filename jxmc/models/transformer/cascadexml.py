@@ -21,6 +21,11 @@ in Extreme Multi-label Classification", NeurIPS 2022).
 
 Fitted by :func:`jxmc.models.transformer.common.fit_network` (one phase training
 every level); ``METHOD``'s prediction fields: ``beam_size``, ``predict_batch_size``.
+
+The shortlist levels' label tables (``t >= 2``) may instead take sparse row updates in
+``bfloat16`` (or ``float8_e4m3fn``): ``--set head_update=rowwise-adagrad|sgd --set
+head_dtype=bfloat16 [--set lr_rows=...]`` (:mod:`jxmc.nn.sparse_rows`; no dense
+``K x h`` gradient or optimizer pass; one device, not a mesh).
 """
 
 from __future__ import annotations

@@ -42,14 +42,13 @@ from jxmc import sharding
 from jxmc.embed import pifa
 from jxmc.errors import ConfigError
 from jxmc.models.base import Prepared
+from jxmc.models.transformer.plan import phase_plan
 from jxmc.nn import cascade
 from jxmc.nn.encoder import BertConfig, BertEncoder, compute_dtype, init_params
 from jxmc.nn.tokenize import encode, from_array, load_tokenizer, to_array
 from jxmc.nn.weights import default_encoder_dir, load_pretrained, read_config
 from jxmc.train.batches import batches
 from jxmc.train.loop import restore_state, run_epochs
-from jxmc.train.optim import make_optimizer
-from jxmc.train.step import init_state, make_train_step
 from jxmc.tree.build import TreeSpec, build
 from jxmc.tree.label_tree import LabelTree
 from jxmc.tree.shortlist import NEGATIVES, level_positives
@@ -76,6 +75,12 @@ class TextConfig:
     nr_splits: int = 16  # children per internal level of the k-means tree
     kmeans_iters: int = 10  # 2-means iterations per bisection
     predict_batch_size: int = 64  # points per prediction step
+    # the shortlist levels' label tables (t >= 2; level 1 and the encoder stay on AdamW):
+    # "adam" (dense optax AdamW, f32 tables) or a sparse row update of the rows a step
+    # scores, "rowwise-adagrad" or "sgd" (jxmc.nn.sparse_rows; no dense L x h gradient)
+    head_update: str = "adam"
+    head_dtype: str = "float32"  # their storage (sparse updates): float32, bfloat16, float8_e4m3fn
+    lr_rows: float = 0.0  # peak learning rate of the sparse row updates; 0: lr_heads
 
 
 # what prediction may change (``jxmc predict --set``): the beam, the batch of points
@@ -225,6 +230,12 @@ def fit_phases(params: dict, spec: cascade.Spec, perm: np.ndarray, arrays: dict,
     (:func:`jxmc.sharding.shard_train_step`); ``batch_size`` must be a multiple of
     the ``data`` size and every table's rows of the ``model`` size (ConfigError).
 
+    ``config.head_update`` other than ``"adam"`` trains the shortlist levels' tables
+    (``t >= 2``) by sparse row updates (:func:`jxmc.train.sparse_step.make_sparse_train_step`,
+    learning rate ``lr_rows`` or ``lr_heads``, the same warm-up/decay), stored as
+    ``config.head_dtype``; the state's ``opt_state`` is then ``(AdamW state of the
+    rest, row state)``, checkpointed like any other.
+
     Args:
       params: ``{"encoder": ..., "heads": {"level_t": ...}}`` (numpy arrays).
       spec: the network; perm: i32[K_D] the label at each leaf position.
@@ -232,57 +243,41 @@ def fit_phases(params: dict, spec: cascade.Spec, perm: np.ndarray, arrays: dict,
       phases: per phase, the 1-based levels whose losses are summed.
 
     Returns:
-      The trained params (numpy arrays).
+      The trained params (numpy arrays; the shortlist tables in ``head_dtype``).
+
+    Raises:
+      ConfigError: an unknown ``head_update`` / ``head_dtype``, a ``head_dtype`` other
+        than float32 with ``adam``, a sparse ``head_update`` on a ``mesh``.
     """
     n = arrays["ids"].shape[0]
     n_batches = -(-n // config.batch_size)
-    total = config.epochs * n_batches
-    names = tuple(params["heads"])
-
-    def optimizer(p: int):
-        trained = {f"level_{t}" for t in phases[p]}
-        return make_optimizer(lr_encoder=config.lr_encoder, lr_heads=config.lr_heads,
-                              total_steps=total, warmup_steps=int(config.warmup * total),
-                              weight_decay=config.weight_decay, clip_norm=config.clip_norm,
-                              frozen_heads=tuple(k for k in names if k not in trained))
-
+    plan = phase_plan(config, spec, perm, tuple(params["heads"]), phases,
+                      config.epochs * n_batches, mesh)
     saved = (ckpt.latest_step() if ckpt is not None else None) or 0  # epochs done
     p_saved = min(max(saved - 1, 0) // config.epochs, len(phases) - 1)  # whose state it holds
-
-    def start(params, tx, seed):
-        if mesh is None:
-            return init_state(params, tx, seed)
-        return sharding.init_train_state(params, tx, seed, mesh=mesh)
-
-    state = start(params, optimizer(p_saved), seed)
+    state = plan.start(params, p_saved, seed)
     done, state = restore_state(ckpt, state)  # on a mesh: shard by shard, into its layout
     if mesh is not None and done:  # what came back as host arrays (a 1-device mesh)
         state = sharding.shard_tree(state, mesh)
     if done and progress:
         print(f"{desc}: resuming after epoch {done}", flush=True)
-    perm_d = jnp.asarray(perm)
-    for p, levels in enumerate(phases):
+    for p in range(len(phases)):
         lo, hi = p * config.epochs, (p + 1) * config.epochs
         if done >= hi:
             continue
-        tx = optimizer(p)
         if done == lo and (p > 0 or on_phase_start is not None):
-            params = sharding.to_host(state.params)
+            params = plan.params(sharding.to_host(state.params))
             if on_phase_start is not None:
                 params = on_phase_start(p, params)
-            state = start(params, tx, seed + p)
-        loss = functools.partial(cascade.loss_fn, perm=perm_d, spec=spec, train_levels=levels,
-                                 mesh=mesh)
-        step = make_train_step(lambda prm, b, r, f=loss: f(prm, b, r), tx)
-        if mesh is not None:
-            step = sharding.shard_train_step(step, state, mesh)
+            state = plan.start(params, p, seed + p)
+        step = plan.step(p, state)
         name = desc if len(phases) == 1 else f"{desc} phase {p + 1}/{len(phases)}"
         state, _ = run_epochs(state, step, lambda e: batches(arrays, config.batch_size, epoch=e,
                                                               seed=seed),
                               n_batches=n_batches, epochs=(done - lo, config.epochs), ckpt=ckpt,
                               ckpt_offset=lo, progress=progress, desc=name, points=n)
         done = hi
-    return sharding.to_host(state.params)
+    return plan.params(sharding.to_host(state.params))
 
 
 class CascadeModel(NamedTuple):

@@ -18,6 +18,13 @@ Optimization in Large Output Spaces", ICML 2025).
   (:func:`jxmc.train.optim.make_optimizer`, warm-up then linear decay).
 * Prediction: the top-``k`` of ``sigmoid(e @ w.T)`` by
   :func:`jxmc.ops.topk.chunked_top_k` (``predict_chunk`` rows at a time).
+* On a ``(data, model)`` mesh (``jxmc train --mesh``, :mod:`jxmc.sharding`): the
+  table's rows (and the Kahan rows' compensation) split on ``model``, each shard
+  scanning its own (:func:`jxmc.nn.flat_head.head_step_sharded`: the input gradient
+  ``psum``-ed over ``model``, the weight gradient summed over ``data`` by gathering
+  the batch's ``n x h`` embeddings), the encoder replicated and the batch split on
+  ``data``; prediction by each shard's chunked top-k merged across ``model``
+  (:func:`jxmc.ops.topk.sharded_table_top_k`).
 
 The table's rows are the labels in decreasing training frequency (``order``
 maps a row to its label), so the Kahan rows are the first ones.  Params::
@@ -25,14 +32,11 @@ maps a row to its label), so the Kahan rows are the first ones.  Params::
     {"encoder": BertEncoder params (f32), "w": bf16[Lp, h] (rows >= L padding),
      "order": i32[L] the label of each row, "encoder_config", "tokenizer": u8[...]}
 
-No device mesh (``supports_mesh=False``): the label-sharded step is not
-written yet.  ``METHOD``'s prediction fields: ``predict_batch_size``,
-``predict_chunk``.
+``METHOD``'s prediction fields: ``predict_batch_size``, ``predict_chunk``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -43,14 +47,16 @@ import ml_dtypes  # noqa: F401  (numpy bf16 / fp8 dtypes)
 import numpy as np
 import optax
 import scipy.sparse as sp
+from jax.sharding import PartitionSpec as P
 
+from jxmc import sharding
 from jxmc.errors import ConfigError
 from jxmc.models import base
 from jxmc.models.transformer import common
 from jxmc.nn import flat_head
 from jxmc.nn.encoder import compute_dtype
 from jxmc.nn.tokenize import encode
-from jxmc.ops.topk import chunked_top_k
+from jxmc.ops.topk import chunked_top_k, sharded_table_top_k
 from jxmc.train.batches import batches
 from jxmc.train.loop import restore_state, run_epochs
 from jxmc.train.optim import make_optimizer, warmup_linear
@@ -83,16 +89,21 @@ PREDICT_FIELDS = ("predict_batch_size", "predict_chunk")
 
 class State(NamedTuple):
     """The train state: ``step: i32[]``, ``params: {"encoder": ...}`` (f32), the
-    encoder's optax ``opt_state``, the table ``w`` (:func:`init_table`: bit patterns,
-    Kahan rows apart), the Kahan compensation ``comp: u16[Kc, h]`` (bf16 bits; None
-    without Kahan rows), ``rng: u32[2]``."""
+    encoder's optax ``opt_state``, the table ``w = (kb, wp)``
+    (:func:`jxmc.nn.flat_head.init_table`: the Kahan block ``u[P, Kc, h]``, the
+    Kahan rows' bit patterns and their compensation's, and the other rows' bit
+    patterns ``u[Lp - Kc, h]``), ``rng: u32[2]``."""
 
     step: Any
     params: Any
     opt_state: Any
     w: Any
-    comp: Any
     rng: Any
+
+
+MESH_RULES: sharding.Rules = ((r"^w/0$", P(None, sharding.MODEL)), (r"^w/1$", P(sharding.MODEL)))
+"""The train state on a mesh: the Kahan block and the other rows split by rows on
+``model`` (everything else replicated)."""
 
 
 class Layout(NamedTuple):
@@ -105,8 +116,10 @@ class Layout(NamedTuple):
     kc: int
 
 
-def layout(L: int, config: Config) -> Layout:
-    """:class:`Layout` of ``L`` labels under ``config``.
+def layout(L: int, config: Config, shards: int = 1) -> Layout:
+    """:class:`Layout` of ``L`` labels under ``config`` for a table split ``shards``
+    ways (the mesh's ``model`` size): ``Kc`` and ``Lp - Kc`` multiples of
+    ``chunk * shards`` (``chunk`` at most a shard's share of ``L``).
 
     Raises:
       ConfigError: ``chunk < 1`` or ``kahan_fraction`` outside ``[0, 1]``.
@@ -114,12 +127,11 @@ def layout(L: int, config: Config) -> Layout:
     if config.chunk < 1 or not 0.0 <= config.kahan_fraction <= 1.0:
         raise ConfigError(f"elmo: need chunk >= 1 and 0 <= kahan_fraction <= 1, got "
                           f"chunk={config.chunk}, kahan_fraction={config.kahan_fraction}")
-    chunk = min(config.chunk, L)
-    Lp = -(-L // chunk) * chunk
-    nk = math.ceil(config.kahan_fraction * L)
-    kc = min(-(-nk // chunk) * chunk, Lp)
-    if config.table_dtype == "float32":
-        kc = 0  # nothing to compensate
+    chunk = min(config.chunk, -(-L // shards))
+    unit = chunk * shards
+    nk = 0 if config.table_dtype == "float32" else math.ceil(config.kahan_fraction * L)
+    kc = -(-nk // unit) * unit  # (an f32 table has nothing to compensate)
+    Lp = kc + -(-max(L - kc, 0) // unit) * unit
     return Layout(L, Lp, chunk, kc)
 
 
@@ -139,18 +151,17 @@ def table_dtype(config: Config):
 
 
 def init_table(lay: Layout, h: int, dtype):
-    """The zero table as the train state holds it: the bit patterns
-    (:func:`jxmc.nn.flat_head.to_bits`) of its Kahan rows and of the others,
-    ``(u[Kc, h], u[Lp - Kc, h])``.  OvA linear classifiers start at zero (the
-    targets break the symmetry)."""
-    bits = flat_head.to_bits(jnp.zeros((1, h), dtype)).dtype
-    return (jnp.zeros((lay.kc, h), bits), jnp.zeros((lay.Lp - lay.kc, h), bits))
+    """The zero table as the train state holds it
+    (:func:`jxmc.nn.flat_head.init_table`)."""
+    return flat_head.init_table(lay.kc, lay.Lp, h, dtype)
 
 
 def table_of(w, dtype) -> np.ndarray:
-    """The numpy table ``[Lp, h]`` of ``dtype`` from the train state's bits."""
-    bits = np.concatenate([np.asarray(a) for a in w])
-    return bits.view(jnp.dtype(dtype))
+    """The numpy table ``[Lp, h]`` of ``dtype`` from the train state's ``(kb, wp)``
+    (global arrays on a mesh too)."""
+    kb, wp = sharding.to_host(w)
+    return np.concatenate([a for a in (None if kb is None else kb[0], wp)
+                           if a is not None]).view(jnp.dtype(dtype))
 
 
 def label_order(Y: sp.csr_matrix) -> np.ndarray:
@@ -188,42 +199,56 @@ def _embed(encoder, params, ids, mask, rng, dropout: float):
 
 
 def make_step(encoder, tx, head_lr, lay: Layout, *, rounding: str, dropout: float,
-              dtype=jnp.bfloat16):
+              dtype=jnp.bfloat16, mesh=None, state: State | None = None):
     """The jitted ``step(state: State, batch) -> (state, metrics)`` (state donated):
     embeddings and their ``jax.vjp``; :func:`jxmc.nn.flat_head.head_step` (loss,
     input gradient, table update); the encoder's gradient pulled back and its AdamW
-    step.  ``head_lr``: an optax schedule of the table's SGD rate."""
+    step.  ``head_lr``: an optax schedule of the table's SGD rate.  With a ``mesh``:
+    :func:`jxmc.nn.flat_head.head_step_sharded` inside
+    :func:`jxmc.sharding.shard_train_step` (``state`` laid out by :data:`MESH_RULES`
+    pins the layout; the batch is split on ``data``, the encoder's gradient summed
+    over it by XLA)."""
     cdt = jnp.dtype(compute_dtype())
+    kw = dict(n_rows=lay.L, chunk=lay.chunk, rounding=rounding, compute_dtype=cdt, dtype=dtype)
 
     def step(state: State, batch):
         rng, r_emb, r_round = jax.random.split(state.rng, 3)
         e, pull = jax.vjp(lambda p: _embed(encoder, p["encoder"], batch["ids"], batch["mask"],
                                            r_emb, dropout), state.params)
-        loss, g_e, w, comp = flat_head.head_step(
-            state.w, state.comp, e, batch["pos"][0], batch["valid"], head_lr(state.step),
-            r_round, n_rows=lay.L, chunk=lay.chunk, rounding=rounding, compute_dtype=cdt,
-            dtype=dtype)
+        args = (e, batch["pos"][0], batch["valid"], head_lr(state.step), r_round)
+        if mesh is None:
+            loss, g_e, w, _ = flat_head.head_step(state.w, None, *args, **kw)
+        else:
+            loss, g_e, w = flat_head.head_step_sharded(state.w, *args, mesh=mesh, **kw)
         (grads,) = pull(g_e)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        return State(state.step + 1, params, opt_state, w, comp, rng), metrics
+        return State(state.step + 1, params, opt_state, w, rng), metrics
 
-    return jax.jit(step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(step, donate_argnums=0)
+    return sharding.shard_train_step(step, state, mesh)
 
 
-def _fit(X, Y, config: Config, *, seed: int, ckpt, progress: bool, texts: list[str]):
-    """Trains the encoder and the flat head on ``texts`` (``X`` is not read).
+def _fit(X, Y, config: Config, *, seed: int, ckpt, progress: bool, texts: list[str],
+         mesh=None):
+    """Trains the encoder and the flat head on ``texts`` (``X`` is not read); on
+    ``mesh`` (module docstring) when given.
 
     Raises:
       ConfigError: fewer than 2 labels; a bad ``chunk``, ``kahan_fraction``,
-        ``table_dtype`` or ``rounding``; an encoder that cannot be loaded.
+        ``table_dtype`` or ``rounding``; an encoder that cannot be loaded; on a mesh,
+        a ``batch_size`` that is not a multiple of its ``data`` size.
     """
     Y = sp.csr_matrix(Y, dtype=np.float32)
     if Y.shape[1] < 2:
         raise ConfigError("elmo needs at least 2 labels")
     dtype = table_dtype(config)
-    lay = layout(Y.shape[1], config)
+    lay = layout(Y.shape[1], config, 1 if mesh is None else mesh.shape[sharding.MODEL])
+    if mesh is not None and config.batch_size % mesh.shape[sharding.DATA]:
+        raise ConfigError(f"elmo: batch_size={config.batch_size} is not a multiple of the "
+                          f"mesh's data={mesh.shape[sharding.DATA]}")
     bert, enc, tok = common.load_encoder(config, seed)
     encoder = common.encoder_module(bert)
     order = label_order(Y)
@@ -239,62 +264,83 @@ def _fit(X, Y, config: Config, *, seed: int, ckpt, progress: bool, texts: list[s
     params = {"encoder": jax.tree_util.tree_map(jnp.array, enc)}
     h = bert.hidden_size
     state = State(jnp.zeros((), jnp.int32), params, tx.init(params), init_table(lay, h, dtype),
-                  jnp.zeros((lay.kc, h), jnp.uint16) if lay.kc else None,
                   jax.random.PRNGKey(seed))
-    done, state = restore_state(ckpt, state)
+    if mesh is not None:
+        state = sharding.shard_tree(state, mesh, MESH_RULES)
+    done, state = restore_state(ckpt, state)  # on a mesh: shard by shard, into its layout
     if done:
-        state = jax.tree_util.tree_map(jnp.asarray, state)
+        state = (jax.tree_util.tree_map(jnp.asarray, state) if mesh is None
+                 else sharding.shard_tree(state, mesh, MESH_RULES))
         if progress:
             print(f"elmo: resuming after epoch {done}", flush=True)
     step = make_step(encoder, tx, warmup_linear(config.lr_head, total, warm), lay,
-                     rounding=config.rounding, dropout=config.dropout, dtype=dtype)
+                     rounding=config.rounding, dropout=config.dropout, dtype=dtype, mesh=mesh,
+                     state=state)
     if done < config.epochs:
         state, _ = run_epochs(state, step, lambda ep: batches(arrays, config.batch_size, epoch=ep,
                                                                seed=seed),
                               n_batches=n_batches, epochs=(done, config.epochs), ckpt=ckpt,
                               progress=progress, desc="elmo", points=n)
-    return {"encoder": jax.tree_util.tree_map(np.asarray, state.params["encoder"]),
+    return {"encoder": sharding.to_host(state.params["encoder"]),
             "w": table_of(state.w, dtype), "order": order,
             **common.pack_encoder_files(bert, tok)}
 
 
 class ElmoModel(NamedTuple):
-    """Laid out for prediction: the encoder module and tokenizer, ``encoder`` params,
-    ``w`` and the ``bias: f32[Lp]`` (0, ``-inf`` on padding rows) on the device,
+    """Laid out for prediction: the encoder module and tokenizer, ``weights``
+    (``{"encoder", "w", "bias"}``: ``w: [Lp, h]`` and ``bias: f32[Lp]``, 0 and ``-inf``
+    on padding rows) on the device or on the mesh (``w`` and ``bias`` split on
+    ``model``, ``Lp`` padded to a multiple of its size; the encoder replicated),
     ``order: i32[L]``."""
 
     encoder: Any
     tok: Any
-    params: Any
-    w: jax.Array
-    bias: jax.Array
+    weights: dict
     order: np.ndarray
+
+
+PREDICT_RULES: sharding.Rules = ((r"^(w|bias)$", P(sharding.MODEL)),)
 
 
 def _prepare(params, config: Config, mesh=None) -> base.Prepared:
     bert, tok = common.unpack_encoder_files(params)
     order = np.asarray(params["order"], np.int32)
-    w = jnp.asarray(params["w"])
-    bias = jnp.where(jnp.arange(w.shape[0]) < len(order), 0.0, -jnp.inf).astype(jnp.float32)
-    enc = jax.tree_util.tree_map(jnp.asarray, params["encoder"])
+    w = np.asarray(params["w"])
+    if mesh is not None:
+        rows = sharding.padded_size(w.shape[0], mesh.shape[sharding.MODEL])
+        w = np.concatenate([w, np.zeros((rows - w.shape[0], w.shape[1]), w.dtype)])
+    bias = np.where(np.arange(w.shape[0]) < len(order), 0.0, -np.inf).astype(np.float32)
+    weights = {"encoder": params["encoder"], "w": w, "bias": bias}
+    weights = (jax.tree_util.tree_map(jnp.asarray, weights) if mesh is None
+               else sharding.shard_tree(weights, mesh, PREDICT_RULES))
     return base.Prepared(params, config, mesh,
-                         ElmoModel(common.encoder_module(bert), tok, enc, w, bias, order))
+                         ElmoModel(common.encoder_module(bert), tok, weights, order))
 
 
-@functools.partial(jax.jit, static_argnames=("encoder", "k", "chunk"))
-def _predict_batch(params, w, bias, ids, mask, *, encoder, k, chunk):
-    e = _embed(encoder, params, ids, mask, None, 0.0)
+def _predict_fn(weights, ids, mask, *, encoder, k, chunk, mesh=None):
+    e = _embed(encoder, weights["encoder"], ids, mask, None, 0.0)
     cdt = jnp.dtype(compute_dtype())
-    vals, rows = chunked_top_k(e.astype(cdt), w, bias, k, chunk=chunk)
+    if mesh is None:
+        vals, rows = chunked_top_k(e.astype(cdt), weights["w"], weights["bias"], k, chunk=chunk)
+    else:
+        vals, rows = sharded_table_top_k(e.astype(cdt), weights["w"], weights["bias"], k,
+                                         mesh=mesh, chunk=chunk)
     return jax.nn.sigmoid(vals), rows
+
+
+_predict_batch = jax.jit(_predict_fn, static_argnames=("encoder", "k", "chunk"))
 
 
 def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str]) -> TopK:
     """The top-``k`` labels of each text (``scores``: the sigmoid of the logits; ``-1``
     / ``-inf`` beyond the ``L`` labels).
 
+    On a mesh each batch is split on ``data`` and the table's shards are scored
+    ``predict_chunk`` rows at a time, their top-``k`` merged across ``model``.
+
     Raises:
-      ConfigError: ``predict_batch_size`` or ``predict_chunk`` below 1.
+      ConfigError: ``predict_batch_size`` or ``predict_chunk`` below 1; on a mesh, a
+        ``predict_batch_size`` that is not a multiple of its ``data`` size.
     """
     if config.predict_batch_size < 1 or config.predict_chunk < 1:
         raise ConfigError("elmo: predict_batch_size and predict_chunk must be >= 1")
@@ -302,10 +348,20 @@ def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str
     L = len(st.order)
     kk = min(k, L)
     ids, mask = encode(st.tok, texts, config.max_len)
+    opts = dict(encoder=st.encoder, k=kk, chunk=config.predict_chunk)
+    if model.mesh is None:
+        def run(b):
+            return _predict_batch(st.weights, b["ids"], b["mask"], **opts)
+    else:
+        step = sharding.shard_predict_step(
+            lambda p, b: _predict_fn(p, b["ids"], b["mask"], mesh=model.mesh, **opts),
+            st.weights, model.mesh)
+
+        def run(b):
+            return sharding.to_host(step(st.weights, {"ids": b["ids"], "mask": b["mask"]}))
     out_ids, out_sc = [], []
     for b in batches({"ids": ids, "mask": mask}, config.predict_batch_size, epoch=None):
-        v, r = _predict_batch(st.params, st.w, st.bias, b["ids"], b["mask"], encoder=st.encoder,
-                              k=kk, chunk=config.predict_chunk)
+        v, r = run(b)
         v, r = np.asarray(v, np.float32)[b["valid"]], np.asarray(r)[b["valid"]]
         out_sc.append(v)
         out_ids.append(st.order[np.clip(r, 0, L - 1)].astype(np.int32))
@@ -319,7 +375,7 @@ def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str
 
 METHOD = base.method(
     "elmo", Config, fit=_fit, predict=_predict, prepare=_prepare, needs_texts=True,
-    supports_mesh=False, predict_fields=PREDICT_FIELDS,
+    supports_mesh=True, predict_fields=PREDICT_FIELDS,
     summary="ELMO: transformer and a flat bf16 one-vs-all head over all labels, chunked "
             "SGD with stochastic rounding and Kahan rows, no f32 master copy (Flax)")
 fit = METHOD.fit

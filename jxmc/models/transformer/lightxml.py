@@ -17,6 +17,11 @@ Extreme Multi-label Text Classification", AAAI 2021).
 
 Fitted by :func:`jxmc.models.transformer.common.fit_network` (one phase training
 both levels); ``METHOD``'s prediction fields: ``beam_size``, ``predict_batch_size``.
+
+The shortlist levels' label tables (``t >= 2``) may instead take sparse row updates in
+``bfloat16`` (or ``float8_e4m3fn``): ``--set head_update=rowwise-adagrad|sgd --set
+head_dtype=bfloat16 [--set lr_rows=...]`` (:mod:`jxmc.nn.sparse_rows`; no dense
+``K x h`` gradient or optimizer pass; one device, not a mesh).
 """
 
 from __future__ import annotations

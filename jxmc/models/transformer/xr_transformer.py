@@ -21,6 +21,11 @@ Multi-label Text Classification", NeurIPS 2021).
 Steps 1-2 are :func:`jxmc.models.transformer.common.fit_network` (one phase per
 level); ``METHOD``'s prediction fields: ``beam_size`` (the XR-Linear beam),
 ``predict_batch_size`` (texts embedded at once).
+
+The shortlist levels' label tables (``t >= 2``) may instead take sparse row updates in
+``bfloat16`` (or ``float8_e4m3fn``): ``--set head_update=rowwise-adagrad|sgd --set
+head_dtype=bfloat16 [--set lr_rows=...]`` (:mod:`jxmc.nn.sparse_rows`; no dense
+``K x h`` gradient or optimizer pass; one device, not a mesh).
 """
 
 from __future__ import annotations
@@ -86,7 +91,9 @@ def bootstrap(tree):
             return params
         B = tree.branching[p]
         prev = params["heads"][f"level_{p}"]
-        new = {k: np.repeat(prev[k], B, axis=0) for k in ("w", "b")}
+        old = params["heads"][f"level_{p + 1}"]  # its storage dtype (head_dtype) kept
+        new = {k: np.repeat(np.asarray(prev[k], np.float32), B, axis=0).astype(old[k].dtype)
+               for k in ("w", "b")}
         return {**params, "heads": {**params["heads"], f"level_{p + 1}": new}}
 
     return start
@@ -118,7 +125,7 @@ def fit_with_network(X, Y, config: Config, *, seed: int = 0, ckpt=None, progress
     net = common.fit_network(RECIPE, X, Y, texts, config, seed=seed, ckpt=ckpt,
                              progress=progress, mesh=mesh)
     E = common.embed_tokens(net.params["encoder"], common.encoder_module(net.bert), net.ids,
-                            net.mask, batch_size=config.predict_batch_size)
+                            net.mask, batch_size=config.predict_batch_size, mesh=mesh)
     linear = xr_linear.METHOD.fit(_concat(X, E), Y, _linear_config(config), seed=seed,
                                   ckpt=None, progress=progress, mesh=mesh)
     params = {"encoder": net.params["encoder"], "linear": linear,

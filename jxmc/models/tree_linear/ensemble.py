@@ -15,11 +15,14 @@ exactly XR-Linear's (the params are nested one level deeper).  Prediction
 prepares every tree once (:func:`prepare_trees`, a
 :class:`~jxmc.models.base.Prepared` per tree in ``state``) and takes the same
 prediction fields as XR-Linear (beam size, prediction batch size, transform).
+With ``label_text`` every tree clusters the labels' ``pifa_lf_concat`` and the tree
+average is text-backed once (:mod:`jxmc.models.tree_linear.label_text`).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,13 +30,14 @@ import scipy.sparse as sp
 from jxmc.checkpoint import TrainCheckpoints
 from jxmc.errors import ConfigError
 from jxmc.models import base
+from jxmc.models.tree_linear import label_text as lt
 from jxmc.models.tree_linear import xr_linear as xr
 from jxmc.tree.merge import average_lists
 from jxmc.types import TopK
 
 
 def fit_trees(X, Y, config, *, seed: int = 0, ckpt=None, progress: bool = True, name: str = "",
-              mesh=None):
+              mesh=None, label_features=None):
     """Trains ``config.n_trees`` XR-Linear trees with seeds ``seed, seed + 1, ...``.
 
     Args:
@@ -42,9 +46,13 @@ def fit_trees(X, Y, config, *, seed: int = 0, ckpt=None, progress: bool = True, 
       ckpt: optional :class:`jxmc.checkpoint.TrainCheckpoints`; tree ``t`` uses
         the sub-folder ``tree_<t>``.
       mesh: solve every tree's rankers on this mesh's devices (the same model).
+      label_features: with ``config.label_text``, ``csr f32[L_ext, d]`` (every tree is
+        clustered on ``pifa_lf_concat``; :mod:`jxmc.models.tree_linear.label_text`).
 
     Returns:
-      ``{"trees": {"tree_0": xr-linear params, ...}, "n_features": i32}``.
+      ``{"trees": {"tree_0": xr-linear params, ...}, "n_features": i32}``, and with
+      ``label_text`` the trees' one ``"label_text"`` entry (the tree average is
+      text-backed once, at prediction).
 
     Raises:
       ConfigError: ``n_trees < 1`` or a bad XR-Linear option.
@@ -57,8 +65,11 @@ def fit_trees(X, Y, config, *, seed: int = 0, ckpt=None, progress: bool = True, 
         if progress and config.n_trees > 1:
             print(f"{name}: tree {t + 1}/{config.n_trees}", flush=True)
         trees[f"tree_{t}"] = xr.fit(X, Y, config, seed=seed + t, ckpt=sub, progress=progress,
-                                    mesh=mesh)
-    return {"trees": trees, "n_features": np.asarray(sp.csr_matrix(X).shape[1], np.int32)}
+                                    mesh=mesh, label_features=label_features)
+    out = {"trees": trees, "n_features": np.asarray(sp.csr_matrix(X).shape[1], np.int32)}
+    if getattr(config, "label_text", False):  # the same T in every tree: kept once
+        out["label_text"] = [trees[t].pop("label_text") for t in trees][0]
+    return out
 
 
 def prepare_trees(params, config, mesh=None) -> base.Prepared:
@@ -80,6 +91,10 @@ def predict_trees(model: base.Prepared, X, config, *, k: int = 10, chunk: int = 
       ConfigError: ``X`` has a different feature count than the training data.
     """
     trees = model.state
+    if getattr(config, "label_text", False):  # the tree average, then the text (label_text.py)
+        top = predict_trees(model, X, replace(config, label_text=False), k=k, chunk=chunk)
+        return lt.rescore(model.params, X, top, config.label_text_weight, k,
+                          config.label_text_decay)
     if len(trees) == 1:
         return xr.predict_prepared(trees[0], X, config, k=k)
     X = sp.csr_matrix(X, dtype=np.float32)
@@ -121,9 +136,9 @@ def ensemble_method(name: str, Config, summary: str):
     default = Config()
 
     def fit(X, Y, config=default, *, seed: int = 0, ckpt=None, progress: bool = True,
-            mesh=None):
+            mesh=None, label_features=None):
         return fit_trees(X, Y, config, seed=seed, ckpt=ckpt, progress=progress, name=name,
-                         mesh=mesh)
+                         mesh=mesh, label_features=label_features)
 
     method = base.method(name, Config, fit=fit, predict=predict_trees, prepare=prepare_trees,
                          supports_mesh=True, predict_fields=xr.PREDICT_FIELDS, summary=summary)

@@ -25,7 +25,9 @@ combiner; :func:`prepare` lays the levels out once (the caller holds the
 :class:`~jxmc.models.base.Prepared`), and the beam size, the prediction batch
 size and the transform may change at prediction (PECOS's prediction
 parameters).  Training saves a checkpoint after each level and resumes from the
-last one.
+last one.  ``label_text=true`` (off by default) adds the labels' own texts
+(:mod:`jxmc.models.tree_linear.label_text`): every label with a text joins the label
+space, the tree clusters ``label_text_tree``, and the scores are text-backed.
 """
 
 from __future__ import annotations
@@ -79,7 +81,11 @@ class Config:
     clusters_per_label: int = 1  # label disentanglement's lambda (Liu et al. 2021); 1: off
     copy_fraction: float = 1.0  # share of labels given lambda copies (most entangled first)
     label_text: bool = False  # label texts: pifa_lf_concat tree + text-backed scores (label_text.py)
-    label_text_weight: float = 0.3  # lam of label_text.rescore: (1-lam) tree + lam cos(doc, text)
+    # the three label_text_* defaults: chosen on a held-out fifth of debian-deps' training
+    # split (experiments/label_text.py)
+    label_text_weight: float = 0.1  # lam of label_text.rescore: (1-lam_l) tree + lam_l cos(doc, text)
+    label_text_decay: float = 0.3  # lam_l = lam / (1 + decay * train count_l); 0: every label alike
+    label_text_tree: str = "pifa_or_text"  # tree embedding with label texts (label_text.EMBEDDINGS)
 
     RENAMED = {"C": "cost"}  # the names older jxmc versions wrote (base.config_from_dict)
     RENAMED_VALUES = {"tree_shape": {"pecos": "balanced"}}
@@ -112,6 +118,11 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"copy_fraction must be in [0, 1], got {config.copy_fraction}")
     if not 0.0 <= getattr(config, "label_text_weight", 0.0) <= 1.0:
         raise ConfigError(f"label_text_weight must be in [0, 1], got {config.label_text_weight}")
+    if not getattr(config, "label_text_decay", 0.0) >= 0.0:
+        raise ConfigError(f"label_text_decay must be >= 0, got {config.label_text_decay}")
+    if getattr(config, "label_text_tree", "pifa_lf_concat") not in lt.EMBEDDINGS:
+        raise ConfigError(f"label_text_tree must be one of {', '.join(lt.EMBEDDINGS)}, got "
+                          f"{config.label_text_tree!r}")
 
 
 def _ranker_options(config: Config) -> rankers.Options:
@@ -168,8 +179,10 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
 
     With ``label_text`` (:mod:`jxmc.models.tree_linear.label_text`) ``label_features``
     ``csr f32[L_ext, d]`` (``L_ext >= L``) gives the labels' text features: the model
-    predicts ``L_ext`` labels, the tree clusters ``pifa_lf_concat`` and
-    ``params["label_text"]`` keeps ``T`` for the text-backed scores.
+    predicts ``L_ext`` labels, the tree clusters ``label_text_tree`` (PIFA or text,
+    or ``pifa_lf_concat``) and
+    ``params["label_text"]`` keeps ``T`` and the labels' training counts for the
+    text-backed scores (:func:`jxmc.models.tree_linear.label_text.stored`).
 
     Raises:
       ConfigError: an unknown ``negatives``, ``tree_shape`` or ``transform``, or a
@@ -187,11 +200,12 @@ def fit(X, Y, config: Config = Config(), *, seed: int = 0, ckpt=None, progress: 
     if restored is not None:
         params = restored[1]
     else:
-        tree = build(pifa(Y, X) if T is None else lt.pifa_lf_concat(Y, X, T), tree_spec(config), seed)
+        emb = pifa(Y, X) if T is None else lt.label_embedding(config.label_text_tree, Y, X, T)
+        tree = build(emb, tree_spec(config), seed)
         params = {"perm": tree.perm, "branching": np.asarray(tree.branching, np.int32),
                   "n_features": np.asarray(X.shape[1], np.int32), "levels": {}}
         if T is not None:
-            params["label_text"] = lt.stored(T)
+            params["label_text"] = lt.stored(T, np.diff(sp.csc_matrix(Y).indptr))
     tree = scoring.tree_of(params)
     Xb = add_bias(X, config.bias)
     pool = rankers.DevicePool(None if mesh is None else xr_mesh.solver_devices(mesh))
@@ -290,7 +304,7 @@ def predict_prepared(model: base.Prepared, X, config: Config, *, k: int = 10) ->
         raise ConfigError(f"X has {X.shape[1]} features, the model {int(params['n_features'])}")
     if config.label_text:  # the beam's top-k, then the text-backed scores (label_text.py)
         top = predict_prepared(model, X, replace(config, label_text=False), k=k)
-        return lt.rescore(params, X, top, config.label_text_weight, k)
+        return lt.rescore(params, X, top, config.label_text_weight, k, config.label_text_decay)
     if model.mesh is None and X.shape[0] <= config.host_queries:
         return host_beam.beam(model.state.host, X, bias=config.bias, beam_size=config.beam_size,
                               k=k, transform=config.transform)
