@@ -47,7 +47,7 @@ from jxmc.nn import cascade
 from jxmc.nn.encoder import BertConfig, BertEncoder, compute_dtype, init_params
 from jxmc.nn.tokenize import encode, from_array, load_tokenizer, to_array
 from jxmc.nn.weights import default_encoder_dir, load_pretrained, read_config
-from jxmc.train.batches import batches
+from jxmc.train.batches import batches, map_batches
 from jxmc.train.loop import restore_state, run_epochs
 from jxmc.tree.build import TreeSpec, build
 from jxmc.tree.label_tree import LabelTree
@@ -322,13 +322,11 @@ def network_predict(make_spec: Callable[..., cascade.Spec]) -> Callable[..., Top
             run = sharding.shard_predict_step(
                 lambda p, b: cascade.predict_topk(p, b["ids"], b["mask"], st.perm, spec=spec,
                                                   k=k, mesh=model.mesh), st.weights, model.mesh)
-        out_ids, out_sc = [], []
-        for b in batches({"ids": ids, "mask": mask}, config.predict_batch_size, epoch=None):
+        def one(b):
             r = run(st.weights, b)
-            r = sharding.to_host(r) if model.mesh is not None else r
-            out_ids.append(np.asarray(r.ids)[b["valid"]])
-            out_sc.append(np.asarray(r.scores)[b["valid"]])
-        return TopK(np.concatenate(out_ids), np.concatenate(out_sc))
+            return TopK(*(sharding.to_host(r) if model.mesh is not None else r))
+
+        return map_batches(one, {"ids": ids, "mask": mask}, config.predict_batch_size)
 
     return predict
 
@@ -371,6 +369,5 @@ def embed_tokens(enc_params, encoder, ids: np.ndarray, mask: np.ndarray, *,
 
         def run(b):
             return sharding.to_host(step(dev, {"ids": b["ids"], "mask": b["mask"]}))
-    out = [run(b)[b["valid"]] for b in batches({"ids": ids, "mask": mask}, batch_size, epoch=None)]
-    E = np.concatenate(out).astype(np.float32)
+    E = map_batches(run, {"ids": ids, "mask": mask}, batch_size).astype(np.float32)
     return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)

@@ -57,7 +57,7 @@ from jxmc.nn import flat_head
 from jxmc.nn.encoder import compute_dtype
 from jxmc.nn.tokenize import encode
 from jxmc.ops.topk import chunked_top_k, sharded_table_top_k
-from jxmc.train.batches import batches
+from jxmc.train.batches import batches, map_batches
 from jxmc.train.loop import restore_state, run_epochs
 from jxmc.train.optim import make_optimizer, warmup_linear
 from jxmc.types import TopK
@@ -359,13 +359,8 @@ def _predict(model: base.Prepared, X, config: Config, *, k: int, texts: list[str
 
         def run(b):
             return sharding.to_host(step(st.weights, {"ids": b["ids"], "mask": b["mask"]}))
-    out_ids, out_sc = [], []
-    for b in batches({"ids": ids, "mask": mask}, config.predict_batch_size, epoch=None):
-        v, r = run(b)
-        v, r = np.asarray(v, np.float32)[b["valid"]], np.asarray(r)[b["valid"]]
-        out_sc.append(v)
-        out_ids.append(st.order[np.clip(r, 0, L - 1)].astype(np.int32))
-    scores, labels = np.concatenate(out_sc), np.concatenate(out_ids)
+    v, r = map_batches(run, {"ids": ids, "mask": mask}, config.predict_batch_size)
+    scores, labels = v.astype(np.float32), st.order[np.clip(r, 0, L - 1)].astype(np.int32)
     if k > kk:
         pad = k - kk
         scores = np.concatenate([scores, np.full((len(scores), pad), -np.inf, np.float32)], 1)
