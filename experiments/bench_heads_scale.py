@@ -113,6 +113,16 @@ def _cost(compiled) -> dict:
     return {"flops": float(c.get("flops", 0.0)), "bytes": float(c.get("bytes accessed", 0.0))}
 
 
+def _memory(compiled) -> tuple[dict, int]:
+    """XLA's memory analysis of a compiled step: the four sizes (bytes) and the step
+    peak, arguments + outputs - aliased (donated) + temporaries."""
+    mem = compiled.memory_analysis()
+    memd = {k: int(getattr(mem, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
+                                              "alias_size_in_bytes", "temp_size_in_bytes")}
+    return memd, (memd["argument_size_in_bytes"] + memd["output_size_in_bytes"]
+                  - memd["alias_size_in_bytes"] + memd["temp_size_in_bytes"])
+
+
 def elmo_flat(args, table_dtype: str) -> dict:
     """The ``elmo-flat`` rehearsal (module docstring)."""
     import jax
@@ -147,11 +157,7 @@ def elmo_flat(args, table_dtype: str) -> dict:
     t0 = time.perf_counter()
     compiled = flat_head.head_step_jit.lower(w, None, e, pos, valid, lr, k_r, **static).compile()
     compile_s = time.perf_counter() - t0
-    mem = compiled.memory_analysis()
-    memd = {k: int(getattr(mem, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
-                                              "alias_size_in_bytes", "temp_size_in_bytes")}
-    peak_b = (memd["argument_size_in_bytes"] + memd["output_size_in_bytes"]
-              - memd["alias_size_in_bytes"] + memd["temp_size_in_bytes"])
+    memd, peak_b = _memory(compiled)
     whole = _cost(compiled)
     # one chunk alone: a plain chunk (Lp = chunk, no Kahan rows) and a Kahan chunk
     one = dict(static, n_rows=chunk)
@@ -265,11 +271,7 @@ def tree_head(args, table_dtype: str, method: str) -> dict:
     t0 = time.perf_counter()
     compiled = jitted.lower(state_shape, batch_shape).compile()
     compile_s = time.perf_counter() - t0
-    mem = compiled.memory_analysis()
-    memd = {k: int(getattr(mem, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
-                                              "alias_size_in_bytes", "temp_size_in_bytes")}
-    peak_b = (memd["argument_size_in_bytes"] + memd["output_size_in_bytes"]
-              - memd["alias_size_in_bytes"] + memd["temp_size_in_bytes"])
+    memd, peak_b = _memory(compiled)
     cost = _cost(compiled)
     # the encoder's share: its parameters and AdamW's two moments (its activations are
     # counted in the head's temporaries)
