@@ -96,10 +96,11 @@ def test_cli_train_then_predict_a_plain_text_file(tmp_path, capsys):
     argv = ["train", "--data", str(data), "--method", "lightxml", "--encoder", enc,
             "--epochs", "1", "--max-len", "12", "--batch-size", "16", "--model-dir", model,
             "--set", "max_leaf_size=4", "--set", "nr_splits=2", "--set", "beam_size=2",
-            "--set", "lr_encoder=1e-3"]
+            "--set", "lr_encoder=1e-3", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr()
-    assert "lightxml: epoch 1/1 loss" in out.out and "seq/s" in out.out  # per-epoch summary
+    # the per-epoch summary, kept without the progress bar (what an experiment's log reads)
+    assert "lightxml: epoch 1/1 loss" in out.out and "seq/s" in out.out
     assert "P " in out.out and "test (16 points), lightxml" in out.out
     docs = tmp_path / "new_docs.txt"
     docs.write_text("w1 w1 w5 w7\nw3 w3 w2\nw9 w9 w10 w11 w4\n", encoding="utf-8")

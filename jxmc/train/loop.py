@@ -63,6 +63,7 @@ def run_epochs(state, step_fn: Callable, batches: Callable[[int], Iterable], *,
       ckpt: a :class:`jxmc.checkpoint.TrainCheckpoints`; after each epoch the
         state is saved as step ``ckpt_offset + epoch + 1``.
       points: training points (for the throughput shown).
+      progress: show the progress bar (the epoch line below is printed either way).
 
     Prints a line per epoch: the loss, the epoch's seconds and sequences per second,
     with the first step (which compiles the step in a phase's first epoch) apart,
@@ -107,11 +108,11 @@ def run_epochs(state, step_fn: Callable, batches: Callable[[int], Iterable], *,
         metrics.update(epoch_s=seconds, seq_s=points / max(seconds, 1e-9), first_step_s=first,
                        **use)
         bar.close()
-        if progress:
-            print(f"{desc}: epoch {epoch + 1}/{epochs[1]} loss {metrics['loss']:.4f}, "
-                  f"{seconds:.1f} s, {metrics['seq_s']:.1f} seq/s (first step {first:.1f} s, "
-                  f"compilation included; {steady:.1f} seq/s after it){compute.describe(use)}",
-                  flush=True)
+        # the epoch line, with or without the bar (``progress``): what a log keeps
+        print(f"{desc}: epoch {epoch + 1}/{epochs[1]} loss {metrics['loss']:.4f}, "
+              f"{seconds:.1f} s, {metrics['seq_s']:.1f} seq/s (first step {first:.1f} s, "
+              f"compilation included; {steady:.1f} seq/s after it){compute.describe(use)}",
+              flush=True)
         if ckpt is not None:
             save_state(ckpt, ckpt_offset + epoch + 1, state)
     return state, metrics
