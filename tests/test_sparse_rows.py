@@ -103,7 +103,8 @@ def test_sparse_step_equals_the_dense_reference(update):
     def grad_ids(p, b, r):  # the dense gradient, and the rows each level scored
         g = jax.grad(lambda q: cascade.loss_fn(q, b, r, perm, spec=spec,
                                                train_levels=LEVELS)[0])(p)
-        return g, cascade.row_loss_fn(p, b, r, None, perm, spec=spec, train_levels=LEVELS)[1][1]
+        scored = cascade.row_loss_fn(p, b, r, None, perm, spec=spec, train_levels=LEVELS)[1][1]
+        return g, {k: ids for k, (ids, _) in scored.items()}
 
     dup = False
     for i, b in enumerate(batches(arrays, 8, epoch=0)):
@@ -129,17 +130,47 @@ def test_sparse_step_equals_the_dense_reference(update):
     assert moved > 1e-4  # the check compares steps that did something
 
 
-def test_sum_duplicates_drops_padding():
+def test_row_coefficients_sum_duplicates_and_drop_padding():
     ids = jnp.array([[3, -1, 5], [5, 3, -1]], jnp.int32)
-    gw = jnp.arange(6 * 2, dtype=jnp.float32).reshape(2, 3, 2)
-    gb = jnp.arange(6, dtype=jnp.float32).reshape(2, 3) + 1
-    rows, sw, sb = sparse_rows.sum_duplicates(ids, gw, gb)
-    got = {int(r): (np.asarray(sw[i]), float(sb[i])) for i, r in enumerate(rows) if r >= 0}
+    gs = jnp.arange(6, dtype=jnp.float32).reshape(2, 3) + 1  # [[1, 2, 3], [4, 5, 6]]
+    x = jnp.array([[1.0, 2.0], [10.0, 20.0]])
+    rows, coef, gb = sparse_rows.row_coefficients(ids, gs)
+    gw = coef @ x
+    got = {int(r): (np.asarray(gw[i]), float(gb[i])) for i, r in enumerate(rows) if r >= 0}
     assert set(got) == {3, 5}
-    np.testing.assert_allclose(got[3][0], [0 + 8, 1 + 9])
-    np.testing.assert_allclose(got[5][0], [4 + 6, 5 + 7])
+    # row 3: point 0 with gs 1, point 1 with gs 5; row 5: point 0 with 3, point 1 with 4
+    np.testing.assert_allclose(got[3][0], 1 * x[0] + 5 * x[1])
+    np.testing.assert_allclose(got[5][0], 3 * x[0] + 4 * x[1])
     assert got[3][1] == 1 + 5 and got[5][1] == 3 + 4
-    assert float(jnp.abs(sw[rows < 0]).sum()) == 0.0
+    assert float(jnp.abs(coef[rows < 0]).sum()) == 0.0 and float(jnp.abs(gb[rows < 0]).sum()) == 0
+    np.testing.assert_allclose(np.asarray(sparse_rows.row_sq_norms(coef, x)),
+                               np.sum(np.asarray(gw) ** 2, 1), rtol=1e-6)
+
+
+def test_chunked_row_updates_equal_one_update(monkeypatch):
+    """More distinct rows than ``ROW_CHUNK``: the chunked loop gives the single update."""
+    import jxmc.train.sparse_step as ss
+
+    rng = np.random.default_rng(0)
+    K, h, n, c = 50, 4, 3, 10
+    ids = jnp.asarray(rng.integers(-1, K, (n, c)), jnp.int32)
+    gs = jnp.asarray(rng.normal(size=(n, c)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(n, h)), jnp.float32)
+    table = {"w": sparse_rows.as_bits({"heads": {"t": {"w": jnp.asarray(
+        rng.normal(size=(K, h)), jnp.float32)}}}, ("t",))["heads"]["t"]["w"],
+        "b": jnp.zeros(K, jnp.float32)}
+    rows_, coef, gb = sparse_rows.row_coefficients(ids, gs)
+    spec = RowUpdate("rowwise-adagrad", ("t",), ("t",), lambda s: 0.1, 0.01)
+    state = {"acc": jnp.zeros(K, jnp.float32)}
+    key = jax.random.PRNGKey(0)
+    one = ss._update_in_chunks(table, state, rows_, coef, x, gb, 0.5, 0.1, key, spec)
+    monkeypatch.setattr(ss, "ROW_CHUNK", 7)  # 30 rows: 5 chunks, the last padded
+    many = ss._update_in_chunks(table, state, rows_, coef, x, gb, 0.5, 0.1, key, spec)
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                                   rtol=1e-6)
+    assert float(jnp.abs(many[1]["acc"]).max()) > 0
 
 
 def _big_cascade(update, dtype):

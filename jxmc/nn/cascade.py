@@ -84,11 +84,14 @@ class Spec(NamedTuple):
 
 class Level(NamedTuple):
     """Attributes: ``ids: i32[n, c]`` level nodes (-1 padded), ``scores: f32[n, c]``
-    their logits, ``logp: f32[n, c]`` their path scores (``-inf`` at padding)."""
+    their logits, ``logp: f32[n, c]`` their path scores (``-inf`` at padding), ``x:
+    [n, h_t]`` the features the level's rows were scored on (after dropout and the
+    projection, if any)."""
 
     ids: jax.Array
     scores: jax.Array
     logp: jax.Array
+    x: jax.Array | None = None
 
 
 def _representation(out, layers, dtype):
@@ -160,10 +163,10 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
       mesh: the :func:`jxmc.sharding.make_mesh` mesh the tables are split on
         (module docstring; ``n`` a multiple of ``D`` and every ``K_t`` of ``M``),
         or None (one device, or XLA's own partitioning).
-      deltas: ``{"level_t": {"w": f32[n, c_t, h_t], "b": f32[n, c_t]}}`` zero row
-        offsets added to the gathered shortlist rows of those levels (``t >= 2``; the
-        sparse row updates of :mod:`jxmc.nn.sparse_rows`), ``c_t`` the width of the
-        level's ``ids``; None adds nothing.
+      deltas: ``{"level_t": f32[n, c_t]}`` zero offsets added to the shortlist scores
+        of those levels (``t >= 2``; their gradient gives the sparse row updates of
+        :mod:`jxmc.nn.sparse_rows`), ``c_t`` the width of the level's ``ids``; None
+        adds nothing.
 
     Raises:
       ValueError: an unknown ``spec.negatives``; sampled negatives without ``rng``.
@@ -231,7 +234,7 @@ def forward(params: dict, ids: jax.Array, mask: jax.Array, perm: jax.Array, *, s
                 return score_shortlist(head, x, cand, delta)
         leaf_perm = perm if t == len(spec.branching) else None
         cand, s, logp = expand(parents, plp, B, logits_of, jax.nn.log_sigmoid, leaf_perm)
-        levels.append(Level(cand, s, logp))
+        levels.append(Level(cand, s, logp, x))
     return levels
 
 
@@ -257,11 +260,12 @@ def loss_fn(params, batch: dict, rng, perm, *, spec: Spec, train_levels: tuple[i
 
 def row_loss_fn(params, batch: dict, rng, deltas: dict | None, perm, *, spec: Spec,
                 train_levels: tuple[int, ...], mesh=None):
-    """:func:`loss_fn` with zero row ``deltas`` on the shortlist levels
-    (:func:`forward`): ``(loss: f32[], (metrics, ids))``, ``ids``: per level of
-    ``deltas`` (every trained level ``t >= 2`` when ``deltas`` is None) the rows it
-    scored, ``i32[n, c_t]`` (``-1`` where the row has no gradient), the rows the
-    gradient with respect to ``deltas`` belongs to."""
+    """:func:`loss_fn` with zero score ``deltas`` on the shortlist levels
+    (:func:`forward`): ``(loss: f32[], (metrics, rows))``, ``rows``: per level of
+    ``deltas`` (every trained level ``t >= 2`` when ``deltas`` is None) ``(ids, x)``:
+    the rows it scored, ``i32[n, c_t]`` (``-1`` where the row has no gradient), which
+    the gradient with respect to ``deltas`` belongs to, and the features ``x: f32[n,
+    h_t]`` they were scored on (no gradient through them)."""
     levels = forward(params, batch["ids"], batch["mask"], perm, spec=spec,
                      upto=max(train_levels), positives=batch["pos"], rng=rng, mesh=mesh,
                      deltas=deltas)
@@ -269,8 +273,10 @@ def row_loss_fn(params, batch: dict, rng, deltas: dict | None, perm, *, spec: Sp
               for t in train_levels}
     names = (tuple(deltas) if deltas is not None
              else tuple(f"level_{t}" for t in train_levels if t >= 2))
-    ids = {name: levels[int(name[6:]) - 1].ids for name in names}
-    return sum(losses.values()), (losses, ids)
+    rows = {name: (levels[int(name[6:]) - 1].ids,
+                   jax.lax.stop_gradient(levels[int(name[6:]) - 1].x.astype(jnp.float32)))
+            for name in names}
+    return sum(losses.values()), (losses, rows)
 
 
 def predict_topk(params, ids, mask, perm, *, spec: Spec, k: int, mesh=None) -> TopK:

@@ -34,13 +34,13 @@ def score_dense(table: dict, x: jax.Array) -> jax.Array:
 
 
 def score_shortlist(table: dict, x: jax.Array, ids: jax.Array,
-                    delta: dict | None = None) -> jax.Array:
+                    delta: jax.Array | None = None) -> jax.Array:
     """``f32[n, c]`` scores of the rows ``ids: i32[n, c]`` for ``x: [n, h]``; ``-inf`` at ``-1``.
-    ``delta`` (``{"w": f32[n, c, h], "b": f32[n, c]}``, zeros) is added to the gathered
-    rows: its gradient is theirs (:mod:`jxmc.nn.sparse_rows`)."""
+    ``delta: f32[n, c]`` (zeros) is added to the scores: its gradient is the scores'
+    gradient, from which :mod:`jxmc.nn.sparse_rows` forms the rows' gradients."""
     safe = jnp.maximum(ids, 0)
     w, b = table["w"][safe], table["b"][safe]  # [n, c, h], [n, c]
-    if delta is not None:
-        w, b = w.astype(jnp.float32) + delta["w"], b + delta["b"]
     s = jnp.einsum("nh,nch->nc", x, w.astype(x.dtype), preferred_element_type=jnp.float32) + b
+    if delta is not None:
+        s = s + delta
     return jnp.where(ids >= 0, s, -jnp.inf)

@@ -7,14 +7,17 @@ with respect to the table gives a dense ``f32[K_t, h_t]`` gradient (the
 scatter-add transpose of the gather), and AdamW then passes over the whole table
 and its two ``f32`` moments every step.  Here instead:
 
-1. the table enters the loss as a constant; the forward adds a zero *row delta*
-   ``dw: f32[n, c_t, h_t]``, ``db: f32[n, c_t]`` to the gathered rows
-   (:func:`zero_deltas`), so the gradient with respect to the deltas is the
-   gradient with respect to the gathered rows, and no ``K_t x h_t`` buffer exists;
-2. rows scored more than once in a batch have their gradients summed
-   (:func:`sum_duplicates`: ``jnp.unique`` of static size and a ``segment_sum``;
-   padding ids ``-1`` are dropped), which is exactly the non-zero rows of the
-   dense gradient;
+1. the table enters the loss as a constant; the forward adds a zero *score delta*
+   ``ds: f32[n, c_t]`` to the shortlist scores (:func:`zero_deltas`), so the
+   gradient with respect to it is the scores' gradient ``gs``, and no ``K_t x h_t``
+   buffer exists;
+2. the gradient of a row scored by the points ``i`` (once or more) is ``sum gs_ij x_i``
+   over them: :func:`row_coefficients` (``jnp.unique`` of static size; padding ids
+   ``-1`` dropped) gives the distinct rows and a ``[n c_t, n]`` coefficient matrix,
+   the rows' gradients are its product with the features ``x: [n, h_t]``, formed a
+   chunk of rows at a time (:func:`jxmc.train.sparse_step.make_sparse_train_step`),
+   and their norms come from ``x x^T`` (:func:`row_sq_norms`); these are exactly the
+   non-zero rows of the dense gradient, without its ``n x c_t x h_t`` products;
 3. those rows alone are updated (:func:`update_rows`) by
 
    * ``"rowwise-adagrad"``: one ``f32`` accumulator per row, ``a_r += mean(g_r^2)``
@@ -99,37 +102,51 @@ def init_row_state(tables: dict, update: str) -> dict:
     return {name: {} for name in tables}
 
 
-def zero_deltas(ids_shapes: dict, tables: dict) -> dict:
-    """``{name: {"w": f32[n, c, h], "b": f32[n, c]}}`` zeros for the shortlist ids of
-    shapes ``ids_shapes[name] = (n, c)`` (from ``jax.eval_shape`` of the loss)."""
+def zero_deltas(ids_shapes: dict) -> dict:
+    """``{name: f32[n, c]}`` zero score offsets for the shortlist ids of shapes
+    ``ids_shapes[name] = (n, c)`` (from ``jax.eval_shape`` of the loss)."""
     out = {}
     for name, shape in ids_shapes.items():
         n, c = shape.shape if hasattr(shape, "shape") else shape
-        h = tables[name]["w"].shape[1]
-        out[name] = {"w": jnp.zeros((n, c, h), jnp.float32), "b": jnp.zeros((n, c), jnp.float32)}
+        out[name] = jnp.zeros((n, c), jnp.float32)
     return out
 
 
-def sum_duplicates(ids: jax.Array, gw: jax.Array, gb: jax.Array):
-    """The gradients of the distinct rows a batch scored.
+def row_coefficients(ids: jax.Array, gs: jax.Array):
+    """The distinct rows a batch scored and their gradients' coefficients.
+
+    Row ``r``'s gradient is ``sum over (i, j) with ids[i, j] = r of gs[i, j] x_i``
+    (the scores ``s_ij = x_i . w_r + b_r``), i.e. row ``r`` of ``coef @ x``: the
+    non-zero rows of the dense table gradient, without the ``n x c x h`` products
+    (``coef`` is ``[n c, n]``, ``h / n`` times smaller than them for ``n < h``).
 
     Args:
-      ids: i32[n, c] the rows scored (``-1`` padding); gw: f32[n, c, h] and gb: f32[n, c]
-        the gradients with respect to the gathered rows and biases.
+      ids: i32[n, c] the rows scored (``-1`` padding); gs: f32[n, c] the gradient with
+        respect to their scores.
 
     Returns:
-      ``(rows: i32[n c], gw: f32[n c, h], gb: f32[n c])``: each distinct row once with
-      its summed gradient, ``-1`` (zero gradient) in the unused slots; static shapes.
+      ``(rows: i32[m], coef: f32[m, n], gb: f32[m])`` with ``m = n c``: each distinct
+      row once (``-1``, zero coefficients, in the unused slots), ``coef[k, i]`` the
+      summed ``gs`` of point ``i`` on row ``rows[k]``, ``gb`` the bias gradients;
+      static shapes.
     """
+    n, c = ids.shape
     flat = ids.reshape(-1)
     m = flat.shape[0]
     live = flat >= 0
     rows, inv = jnp.unique(flat, size=m, fill_value=-1, return_inverse=True)
     inv = inv.reshape(-1)
-    gw = jnp.where(live[:, None], gw.reshape(m, -1).astype(jnp.float32), 0.0)
-    gb = jnp.where(live, gb.reshape(m).astype(jnp.float32), 0.0)
-    return (rows, jax.ops.segment_sum(gw, inv, num_segments=m),
-            jax.ops.segment_sum(gb, inv, num_segments=m))
+    g = jnp.where(live, gs.reshape(m).astype(jnp.float32), 0.0)
+    point = jnp.repeat(jnp.arange(n, dtype=jnp.int32), c)
+    coef = jnp.zeros((m, n), jnp.float32).at[inv, point].add(g)
+    return rows, coef, jax.ops.segment_sum(g, inv, num_segments=m)
+
+
+def row_sq_norms(coef: jax.Array, x: jax.Array) -> jax.Array:
+    """``f32[m]``: ``|coef_k @ x|^2`` per row without forming ``coef @ x``
+    (``coef_k (x x^T) coef_k^T``; ``coef: f32[m, n]``, ``x: f32[n, h]``)."""
+    gram = x @ x.T
+    return jnp.maximum(jnp.sum((coef @ gram) * coef, -1), 0.0)
 
 
 def as_bits(params: dict, names: tuple[str, ...]) -> dict:

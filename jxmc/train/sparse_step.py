@@ -65,6 +65,35 @@ def sparse_params(params, rows: RowUpdate):
     return sparse_rows.as_floats(params, rows.tables, rows.dtype)
 
 
+ROW_CHUNK = 8192
+"""Rows whose gradients (``f32[ROW_CHUNK, h]``) are formed and applied at a time."""
+
+
+def _update_in_chunks(table, state, rows_, coef, x, gb, scale, lr, key, rows: RowUpdate):
+    """:func:`jxmc.nn.sparse_rows.update_rows` of the distinct ``rows_`` a chunk of
+    ``ROW_CHUNK`` at a time, each chunk's gradients ``coef[chunk] @ x`` formed just
+    before its update (never all ``[m, h]`` of them; one chunk: a single update)."""
+    m = rows_.shape[0]
+
+    def one(table, state, r, cf, g, key):
+        return sparse_rows.update_rows(table, state, r, (cf @ x) * scale, g * scale, lr, key,
+                                       update=rows.update, dtype=rows.dtype,
+                                       weight_decay=rows.weight_decay, eps=rows.eps)
+
+    if m <= ROW_CHUNK:
+        return one(table, state, rows_, coef, gb, key)
+    chunks = -(-m // ROW_CHUNK)
+    pad = chunks * ROW_CHUNK - m  # padding rows: -1, no gradient
+    rows_ = jnp.pad(rows_, (0, pad), constant_values=-1).reshape(chunks, ROW_CHUNK)
+    coef = jnp.pad(coef, ((0, pad), (0, 0))).reshape(chunks, ROW_CHUNK, -1)
+    gb = jnp.pad(gb, (0, pad)).reshape(chunks, ROW_CHUNK)
+
+    def body(i, carry):
+        return one(*carry, rows_[i], coef[i], gb[i], jax.random.fold_in(key, i))
+
+    return jax.lax.fori_loop(0, chunks, body, (table, state))
+
+
 def make_sparse_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
                            rows: RowUpdate):
     """Jits ``step(state, batch) -> (state, metrics)`` whose label tables ``rows.tables``
@@ -72,9 +101,10 @@ def make_sparse_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
     pass over a whole table.
 
     Args:
-      loss_fn: ``(params, batch, rng, deltas) -> (loss, (metrics, ids))`` with ``deltas``
-        and ``ids`` as in :func:`jxmc.nn.cascade.row_loss_fn` (``deltas=None``: the
-        ``ids`` of every level of ``rows.trained``).
+      loss_fn: ``(params, batch, rng, deltas) -> (loss, (metrics, rows))`` with
+        ``deltas`` and ``rows`` (per level ``(ids, x)``) as in
+        :func:`jxmc.nn.cascade.row_loss_fn` (``deltas=None``: those of every level of
+        ``rows.trained``).
       tx: the optimizer of every other parameter (built without clipping:
         ``make_optimizer(clip_norm=None)``).
       rows: the tables and their update.
@@ -93,12 +123,14 @@ def make_sparse_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
             return loss_fn(sparse_rows.merge_tables(rest, fixed), batch, sub, deltas)
 
         shapes = jax.eval_shape(lambda r: loss(r, None), rest)[1][1]
-        deltas = sparse_rows.zero_deltas({k: shapes[k] for k in rows.trained}, fixed)
-        (value, (metrics, ids)), (g_rest, g_deltas) = jax.value_and_grad(
+        deltas = sparse_rows.zero_deltas({k: shapes[k][0] for k in rows.trained})
+        (value, (metrics, scored)), (g_rest, g_deltas) = jax.value_and_grad(
             loss, argnums=(0, 1), has_aux=True)(rest, deltas)
-        summed = {k: sparse_rows.sum_duplicates(ids[k], g_deltas[k]["w"], g_deltas[k]["b"])
-                  for k in rows.trained}
-        norm = optax.tree.norm((g_rest, {k: (v[1], v[2]) for k, v in summed.items()}))
+        coefs = {k: sparse_rows.row_coefficients(scored[k][0], g_deltas[k])
+                 for k in rows.trained}
+        sq = {k: sparse_rows.row_sq_norms(coefs[k][1], scored[k][1]) for k in rows.trained}
+        norm = jnp.sqrt(optax.tree.norm(g_rest, squared=True)
+                        + sum(jnp.sum(sq[k]) + jnp.sum(coefs[k][2] ** 2) for k in rows.trained))
         scale = (jnp.ones((), jnp.float32) if rows.clip_norm is None
                  else jnp.minimum(1.0, rows.clip_norm / jnp.maximum(norm, 1e-30)))
         g_rest = jax.tree_util.tree_map(lambda g: g * scale, g_rest)
@@ -108,11 +140,10 @@ def make_sparse_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
         lr = rows.lr(state.step)
         tables, row_state = dict(tables), dict(row_state)
         for i, k in enumerate(rows.trained):
-            r, gw, gb = summed[k]
-            tables[k], row_state[k] = sparse_rows.update_rows(
-                tables[k], row_state[k], r, gw * scale, gb * scale, lr,
-                jax.random.fold_in(r_round, i), update=rows.update, dtype=rows.dtype,
-                weight_decay=rows.weight_decay, eps=rows.eps)
+            r, coef, gb = coefs[k]
+            tables[k], row_state[k] = _update_in_chunks(
+                tables[k], row_state[k], r, coef, scored[k][1], gb, scale, lr,
+                jax.random.fold_in(r_round, i), rows)
         params = sparse_rows.merge_tables(rest, tables)
         metrics = {**metrics, "loss": value, "grad_norm": norm}
         return TrainState(state.step + 1, params, (dense_state, row_state), rng), metrics
