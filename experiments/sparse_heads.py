@@ -52,32 +52,15 @@ def _args(argv=None):
 
 
 def load(folder: str):
-    import numpy as np
-    import scipy.sparse as sp
+    from jxmc.data.subsets import text_subset
 
-    from jxmc.data.text import encode_labels, label_vocabulary, read_text_split
-    from jxmc.data.tfidf import fit_tfidf
-
-    d = Path(folder)
-    tr_t, tr_l = read_text_split(d / "train_texts.txt.xz", d / "train_labels.txt.xz")
-    te_t, te_l = read_text_split(d / "test_texts.txt.xz", d / "test_labels.txt.xz")
-    rng = np.random.default_rng(0)  # the test's subsets
-    tr = np.sort(rng.choice(len(tr_t), N_TRAIN, replace=False))
-    te = np.sort(rng.choice(len(te_t), N_TEST, replace=False))
-    tr_t, tr_l = [tr_t[i] for i in tr], [tr_l[i] for i in tr]
-    te_t, te_l = [te_t[i] for i in te], [te_l[i] for i in te]
-    vocab = label_vocabulary(tr_l)
-    Ytr, _ = encode_labels(tr_l, vocab, extend_unseen=False)
-    Yte, _ = encode_labels(te_l, vocab, extend_unseen=True)
-    feat, Xtr = fit_tfidf(tr_t)
-    top = int(np.asarray(Ytr.sum(0)).ravel().argmax())
-    return dict(tr_t=tr_t, Ytr=sp.csr_matrix(Ytr), Xtr=Xtr, te_t=te_t, Yte=sp.csr_matrix(Yte),
-                Xte=feat.transform(te_t), baseline=float(Yte[:, top].toarray().mean()))
+    return text_subset(folder, N_TRAIN, N_TEST, seed=0)  # the learning test's subsets
 
 
 def run_one(method: str, variant: str, data: dict, epochs: int, seed: int) -> dict:
     import numpy as np
 
+    from jxmc.data.subsets import p_at_1
     from jxmc.models.transformer import cascadexml, common, lightxml, plan
     from jxmc.tree.shortlist import level_positives
 
@@ -96,15 +79,13 @@ def run_one(method: str, variant: str, data: dict, epochs: int, seed: int) -> di
     top = module.predict(params, data["Xte"], config, k=1, texts=data["te_t"])
     wall = time.perf_counter() - t0
     ids, Y = top.ids[:, 0], data["Yte"]
-    hit = np.zeros(len(ids), bool)  # P@1 as tests/test_transformer_learning.py counts it
-    hit[ids >= 0] = np.asarray(Y[np.flatnonzero(ids >= 0), ids[ids >= 0]]).ravel() > 0
     spec = module.make_spec(config, net.bert, net.tree.branching)
     widths = tuple(p.shape[1] for p in level_positives(data["Ytr"], net.tree))
     heads = net.params["heads"]
     compiled = plan.compile_train_step(net.params, spec, net.tree.perm, config,
                                          batch_size=config.batch_size, positives=widths)
     return {"method": method, "variant": variant, "epochs": epochs,
-            "p_at_1": round(100 * float(hit.mean()), 2),
+            "p_at_1": round(100 * p_at_1(ids, Y), 2),
             "baseline": round(100 * data["baseline"], 2), "wall_s": round(wall, 1),
             "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
             "table_dtypes": {k: str(np.asarray(v["w"]).dtype) for k, v in heads.items()},

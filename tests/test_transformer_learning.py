@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
-import scipy.sparse as sp
 from conftest import shared_dataset
 
-from jxmc.data.text import encode_labels, label_vocabulary, read_text_split
-from jxmc.data.tfidf import fit_tfidf
+from jxmc.data.subsets import p_at_1, text_subset
 from jxmc.models.transformer import cascadexml, common, lightxml, xr_transformer
 
 N_TRAIN, N_TEST = 1000, 400  # seeded random subsets of the train and test splits
@@ -45,29 +42,7 @@ RESULTS: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def data():
     DEBTAGS = shared_dataset("debtags")  # skips, or fails under CI=true, when absent
-    tr_t, tr_l = read_text_split(DEBTAGS / "train_texts.txt.xz", DEBTAGS / "train_labels.txt.xz")
-    te_t, te_l = read_text_split(DEBTAGS / "test_texts.txt.xz", DEBTAGS / "test_labels.txt.xz")
-    rng = np.random.default_rng(0)
-    tr = np.sort(rng.choice(len(tr_t), N_TRAIN, replace=False))
-    te = np.sort(rng.choice(len(te_t), N_TEST, replace=False))
-    tr_t, tr_l = [tr_t[i] for i in tr], [tr_l[i] for i in tr]
-    te_t, te_l = [te_t[i] for i in te], [te_l[i] for i in te]
-    vocab = label_vocabulary(tr_l)
-    Ytr, _ = encode_labels(tr_l, vocab, extend_unseen=False)
-    Yte, _ = encode_labels(te_l, vocab, extend_unseen=True)  # unseen labels: extra columns
-    feat, Xtr = fit_tfidf(tr_t)
-    top = int(np.asarray(Ytr.sum(0)).ravel().argmax())
-    baseline = float(Yte[:, top].toarray().mean())
-    return dict(tr_t=tr_t, Ytr=Ytr, Xtr=Xtr, te_t=te_t, Yte=sp.csr_matrix(Yte),
-                Xte=feat.transform(te_t), baseline=baseline)
-
-
-def p_at_1(ids: np.ndarray, Y: sp.csr_matrix) -> float:
-    """P@1 of top-1 label ids ``i32[n]`` (``-1``: none) against ``Y``."""
-    ok = ids >= 0
-    hit = np.zeros(len(ids), bool)
-    hit[ok] = np.asarray(Y[np.flatnonzero(ok), ids[ok]]).ravel() > 0
-    return float(hit.mean())
+    return text_subset(DEBTAGS, N_TRAIN, N_TEST, seed=0)
 
 
 def _fit_predict(name: str, data, n_train: int | None = None, **over):
