@@ -21,6 +21,7 @@ cold on debian-deps.  Writes ``experiments/results/first_answer.json`` and ``.md
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import resource
@@ -103,6 +104,7 @@ def main(argv=None) -> int:
     rec["compile_cache"] = "cold and warm, as stated per row"
     out = {**rec, "data": args.data, "queries": args.queries, "repeats": args.repeats,
            "answered": answered, "load_avg_end": provenance.load_avg(),
+           "ml_dtypes": importlib.metadata.version("ml_dtypes"),
            "ways": {name: {"wall_s": summary(r, "wall_s"), "cpu_s": summary(r, "cpu_s"),
                            "runs": r} for name, r in runs.items()}}
     write_json_atomic(args.out + ".json", out)
@@ -122,8 +124,9 @@ def main(argv=None) -> int:
                      f"{cs['median']:.2f} [{cs['min']:.2f}, {cs['max']:.2f}] |")
     lines += ["", "A call of at most `host_queries` (64) queries is answered by the host beam "
               "(`jxmc/models/tree_linear/host_beam.py`), which compiles nothing; the rest of "
-              "the time is Python start, imports (JAX, scikit-learn's TF-IDF, orbax) and "
-              "reading the model."]
+              "the time is Python start, imports (JAX with ml_dtypes "
+              f"{out['ml_dtypes']}, orbax; the TF-IDF is applied by `jxmc.data.tfidf`, without "
+              "importing scikit-learn) and reading the model."]
     with atomic_write(args.out + ".md") as f:
         f.write("\n".join(lines) + "\n")
     print(json.dumps({k: v["wall_s"]["median"] for k, v in out["ways"].items()}))

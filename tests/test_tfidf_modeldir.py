@@ -17,7 +17,7 @@ TEXTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", 
 
 def test_tfidf_settings_and_round_trip(tmp_path):
     featurizer, X = fit_tfidf(TEXTS)
-    terms = featurizer.vectorizer.get_feature_names_out().tolist()
+    terms = featurizer.terms
     assert "the cat" not in terms and "sat on" in terms  # bigrams with min_df=2
     np.testing.assert_allclose(np.sqrt(X.multiply(X).sum(1)).A.ravel(), 1.0, rtol=1e-6)
     featurizer.save(tmp_path)
@@ -70,3 +70,49 @@ def test_config_overrides_are_typed():
     for bad in (["epochs=seven"], ["nope=1"], ["epochs"]):
         with pytest.raises(ConfigError):
             parse_overrides(Config, bad)
+
+
+def test_tfidf_transform_matches_scikit_learn_on_real_text():
+    """jxmc's own transform (no scikit-learn at prediction) against scikit-learn's
+    ``TfidfVectorizer.transform`` with the same vocabulary and IDF, on debtags texts."""
+    import lzma
+
+    from conftest import shared_dataset
+
+    from jxmc.data.tfidf import vectorizer
+
+    root = shared_dataset("debtags")
+    with lzma.open(root / "train_texts.txt.xz", "rt", encoding="utf-8") as f:
+        texts = [next(f) for _ in range(1500)]
+    featurizer, X = fit_tfidf(texts[:1000])
+    new = texts[1000:] + ["", "ÉCOLE école Straße ß x y", "aa aa aa aa bb", "12 34 56 12 34"]
+    vec = vectorizer(featurizer.config, vocabulary=featurizer.vocabulary)
+    vec._validate_vocabulary()
+    vec.idf_ = featurizer.idf
+    want = vec.transform(new).tocsr()
+    got = featurizer.transform(new)
+    assert got.dtype == np.float32 and got.shape == want.shape and got.has_sorted_indices
+    want.sort_indices()
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.data, want.data, rtol=2e-6, atol=1e-7)
+    assert got[len(texts) - 1000].nnz == 0  # the empty text
+    # the training rows too: the fitted matrix and the transform of the same texts agree
+    np.testing.assert_allclose(featurizer.transform(texts[:50]).toarray(), X[:50].toarray(),
+                               rtol=2e-6, atol=1e-7)
+
+
+def test_loading_and_applying_a_featuriser_does_not_import_scikit_learn(tmp_path):
+    """``jxmc predict``'s path (the CLI's modules, a model directory with a TF-IDF
+    featuriser, its transform) leaves scikit-learn unimported (issue 17: 0.7 s)."""
+    import subprocess
+    import sys
+
+    featurizer, _ = fit_tfidf(TEXTS)
+    _save(tmp_path / "m", featurizer=featurizer, data={"name": "x",
+          "n_features": featurizer.n_features, "n_labels": 2})
+    code = ("import sys; import jxmc.cli, jxmc.commands, jxmc.predictor; from jxmc import modeldir; "
+            f"m = modeldir.load({str(tmp_path / 'm')!r}); X = m.featurizer.transform(['red cat']); "
+            "assert X.nnz > 0; print(sorted(k for k in sys.modules if k.split('.')[0] == 'sklearn'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -13,19 +13,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 
-from jxmc.data.tfidf import TfidfConfig, fit_tfidf
+from jxmc.data.tfidf import TfidfConfig, fit_tfidf, words
 from jxmc.errors import ConfigError, DataError
 from jxmc.fileio import read_lines
 
 PAD, UNK = 0, 1  # word ids; the vocabulary's word j is id j + 2
-
-
-def word_analyzer():
-    """``text -> list[str]``: the words of a text, as the TF-IDF featuriser's unigrams
-    (scikit-learn's default analyzer: lower-cased, ``\\b\\w\\w+\\b``)."""
-    return TfidfVectorizer(ngram_range=(1, 1)).build_analyzer()
 
 
 def word_vocabulary(texts: list[str], *, max_vocab: int, min_count: int) -> list[str]:
@@ -41,14 +34,14 @@ def word_vocabulary(texts: list[str], *, max_vocab: int, min_count: int) -> list
     except ValueError as e:  # scikit-learn: empty vocabulary / min_df above the documents
         raise ConfigError(f"attentionxml: no training word is kept (min_count={min_count}): "
                           f"{e}") from None
-    return [str(w) for w in feat.vectorizer.get_feature_names_out()]
+    return feat.terms
 
 
 def encode_words(texts: list[str], vocab: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """``(ids: i32[n, max_len], mask: i32[n, max_len])``: each text's first ``max_len``
     words as ids (module docstring), ``0``-padded; an empty text is one unknown word."""
     index = {w: j + 2 for j, w in enumerate(vocab)}
-    analyze = word_analyzer()
+    analyze = words
     ids = np.zeros((len(texts), max_len), np.int32)
     for i, text in enumerate(texts):
         row = [index.get(w, UNK) for w in analyze(text)[:max_len]] or [UNK]
