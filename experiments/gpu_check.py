@@ -365,7 +365,9 @@ def markdown(result: dict) -> str:
     lines = ["# Transformer methods: the prepared GPU check", "",
              f"- command: `{prov.get('command', result['command'])}`",
              f"- date: {prov.get('date', '?')}; commit {git.get('commit', '?')}"
-             + (" (uncommitted changes)" if git.get("dirty") else ""),
+             + (" (uncommitted changes)" if git.get("dirty") else "")
+             + (" (stated by $JXMC_COMMIT: no git checkout on the device)"
+                if git.get("commit_source") else ""),
              f"- machine: {', '.join(result.get('devices', []))} ({result.get('backend', '?')}); "
              f"host {mach.get('cpu', '?')}, {mach.get('cores', '?')} cores, jax {mach.get('jax', '?')}",
              f"- compute dtype: {result.get('compute_dtype', '?')}; compile cache: "

@@ -49,3 +49,20 @@ def test_gpu_check_tiny_records_every_run(tmp_path):
         assert r["phases"] >= 1 and r["epoch_lines"], key
     # the same encoder at the same batch shape: the same XLA FLOPs in every run
     assert len({r["encoder_step_flops"] for r in runs.values()}) == 1
+
+
+def test_provenance_without_git_takes_the_stated_commit(monkeypatch):
+    """On a device machine the working tree arrives without .git: the commit is the one
+    the caller states in $JXMC_COMMIT, marked as stated; with none, 'unknown'."""
+    sys.path.insert(0, str(REPO / "experiments" / "harness"))
+    import provenance
+
+    monkeypatch.setattr(provenance, "git", lambda *a: "")
+    monkeypatch.setenv("JXMC_COMMIT", "0123abc")
+    assert provenance.git_state() == {"commit": "0123abc", "dirty": None, "dirty_paths": [],
+                                      "commit_source": "JXMC_COMMIT"}
+    monkeypatch.delenv("JXMC_COMMIT")
+    assert provenance.git_state()["commit"] == "unknown"
+    monkeypatch.undo()
+    state = provenance.git_state()  # this checkout: a real commit, no stated source
+    assert len(state["commit"]) == 40 and "commit_source" not in state

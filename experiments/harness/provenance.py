@@ -56,10 +56,18 @@ def dirty_paths() -> list[str]:
 
 
 def git_state() -> dict:
-    """``{"commit": full sha, "dirty": bool, "dirty_paths": [...]}``."""
+    """``{"commit": full sha, "dirty": bool, "dirty_paths": [...]}``.
+
+    Where the tree is no git checkout (a copy of the working tree on a lent
+    accelerator), the commit is ``$JXMC_COMMIT`` as the caller stated it, with
+    ``"commit_source": "JXMC_COMMIT"`` and ``dirty`` unknown (None); else ``"unknown"``."""
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        stated = os.environ.get("JXMC_COMMIT", "")
+        return {"commit": stated or "unknown", "dirty": None, "dirty_paths": [],
+                **({"commit_source": "JXMC_COMMIT"} if stated else {})}
     paths = dirty_paths()
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "dirty": bool(paths),
-            "dirty_paths": paths[:20]}
+    return {"commit": commit, "dirty": bool(paths), "dirty_paths": paths[:20]}
 
 
 def require_clean(allow_dirty: bool, script: str) -> None:
