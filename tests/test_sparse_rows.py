@@ -159,13 +159,18 @@ def test_chunked_row_updates_equal_one_update(monkeypatch):
     table = {"w": sparse_rows.as_bits({"heads": {"t": {"w": jnp.asarray(
         rng.normal(size=(K, h)), jnp.float32)}}}, ("t",))["heads"]["t"]["w"],
         "b": jnp.zeros(K, jnp.float32)}
-    rows_, coef, gb = sparse_rows.row_coefficients(ids, gs)
+    grads = sparse_rows.row_segments(ids, gs)
     spec = RowUpdate("rowwise-adagrad", ("t",), ("t",), lambda s: 0.1, 0.01)
     state = {"acc": jnp.zeros(K, jnp.float32)}
     key = jax.random.PRNGKey(0)
-    one = ss._update_in_chunks(table, state, rows_, coef, x, gb, 0.5, 0.1, key, spec)
-    monkeypatch.setattr(ss, "ROW_CHUNK", 7)  # 30 rows: 5 chunks, the last padded
-    many = ss._update_in_chunks(table, state, rows_, coef, x, gb, 0.5, 0.1, key, spec)
+    one = ss._update_in_chunks(table, state, grads, x, 0.5, 0.1, key, spec)
+    sq_one = float(ss._sq_norm(grads, x))
+    monkeypatch.setattr(ss, "ROW_CHUNK", 7)  # 30 slots: 5 chunks, the last padded
+    many = ss._update_in_chunks(table, state, grads, x, 0.5, 0.1, key, spec)
+    # the squared norm of all rows' gradients, a chunk at a time and at once
+    _, coef, _ = sparse_rows.row_coefficients(ids, gs)
+    want = float(np.sum((np.asarray(coef, np.float64) @ np.asarray(x, np.float64)) ** 2))
+    np.testing.assert_allclose([sq_one, float(ss._sq_norm(grads, x))], [want, want], rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many),
                     strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),

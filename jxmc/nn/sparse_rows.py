@@ -12,10 +12,10 @@ and its two ``f32`` moments every step.  Here instead:
    gradient with respect to it is the scores' gradient ``gs``, and no ``K_t x h_t``
    buffer exists;
 2. the gradient of a row scored by the points ``i`` (once or more) is ``sum gs_ij x_i``
-   over them: :func:`row_coefficients` (``jnp.unique`` of static size; padding ids
-   ``-1`` dropped) gives the distinct rows and a ``[n c_t, n]`` coefficient matrix,
-   the rows' gradients are its product with the features ``x: [n, h_t]``, formed a
-   chunk of rows at a time (:func:`jxmc.train.sparse_step.make_sparse_train_step`),
+   over them: :func:`row_segments` (``jnp.unique`` of static size; padding ids
+   ``-1`` dropped) gives the distinct rows, and :func:`chunk_coefficients` a chunk of
+   rows' ``[rows, n]`` coefficient matrix, whose product with the features ``x:
+   [n, h_t]`` is their gradients, formed and applied a chunk of rows at a time (:func:`jxmc.train.sparse_step.make_sparse_train_step`),
    and their norms come from ``x x^T`` (:func:`row_sq_norms`); these are exactly the
    non-zero rows of the dense gradient, without its ``n x c_t x h_t`` products;
 3. those rows alone are updated (:func:`update_rows`) by
@@ -42,6 +42,8 @@ puts the two together.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,34 +114,53 @@ def zero_deltas(ids_shapes: dict) -> dict:
     return out
 
 
-def row_coefficients(ids: jax.Array, gs: jax.Array):
-    """The distinct rows a batch scored and their gradients' coefficients.
+class RowGrads(NamedTuple):
+    """A batch's row gradients in factored form (:func:`row_segments`), ``m = n c``:
 
-    Row ``r``'s gradient is ``sum over (i, j) with ids[i, j] = r of gs[i, j] x_i``
-    (the scores ``s_ij = x_i . w_r + b_r``), i.e. row ``r`` of ``coef @ x``: the
-    non-zero rows of the dense table gradient, without the ``n x c x h`` products
-    (``coef`` is ``[n c, n]``, ``h / n`` times smaller than them for ``n < h``).
-
-    Args:
-      ids: i32[n, c] the rows scored (``-1`` padding); gs: f32[n, c] the gradient with
-        respect to their scores.
-
-    Returns:
-      ``(rows: i32[m], coef: f32[m, n], gb: f32[m])`` with ``m = n c``: each distinct
-      row once (``-1``, zero coefficients, in the unused slots), ``coef[k, i]`` the
-      summed ``gs`` of point ``i`` on row ``rows[k]``, ``gb`` the bias gradients;
-      static shapes.
+    rows: i32[m] each distinct row once (``-1`` in the unused slots); slot: i32[m] the
+    slot of each scored entry ``(i, j)`` (row-major); g: f32[m] its score gradient
+    (0 at padding ids); gb: f32[m] the rows' bias gradients; c: the shortlist width.
     """
+    rows: jax.Array
+    slot: jax.Array
+    g: jax.Array
+    gb: jax.Array
+    c: int
+
+
+def row_segments(ids: jax.Array, gs: jax.Array) -> RowGrads:
+    """The distinct rows a batch scored and, per scored entry, its row's slot and its
+    score gradient: row ``r``'s gradient is ``sum over (i, j) with ids[i, j] = r of
+    gs[i, j] x_i`` (the scores ``s_ij = x_i . w_r + b_r``).  Static shapes (``jnp.unique``
+    of size ``n c``); ``ids: i32[n, c]`` (``-1`` padding), ``gs: f32[n, c]``."""
     n, c = ids.shape
     flat = ids.reshape(-1)
     m = flat.shape[0]
-    live = flat >= 0
     rows, inv = jnp.unique(flat, size=m, fill_value=-1, return_inverse=True)
-    inv = inv.reshape(-1)
-    g = jnp.where(live, gs.reshape(m).astype(jnp.float32), 0.0)
-    point = jnp.repeat(jnp.arange(n, dtype=jnp.int32), c)
-    coef = jnp.zeros((m, n), jnp.float32).at[inv, point].add(g)
-    return rows, coef, jax.ops.segment_sum(g, inv, num_segments=m)
+    inv = inv.reshape(-1).astype(jnp.int32)
+    g = jnp.where(flat >= 0, gs.reshape(m).astype(jnp.float32), 0.0)
+    return RowGrads(rows, inv, g, jax.ops.segment_sum(g, inv, num_segments=m), c)
+
+
+def chunk_coefficients(grads: RowGrads, start, size: int) -> jax.Array:
+    """``coef: f32[size, n]`` of the slots ``start .. start + size - 1``: ``coef[k, i]``
+    the summed ``gs`` of point ``i`` on row ``rows[start + k]``, so the rows' weight
+    gradients are ``coef @ x`` (``x: [n, h]``), without the ``n x c x h`` products.
+    Formed a chunk at a time, never all ``[n c, n]`` (quadratic in the batch: 48 MB at
+    ``n = 128, c = 736``, 0.77 GB at ``n = 512``)."""
+    n = grads.g.shape[0] // grads.c
+    point = jnp.repeat(jnp.arange(n, dtype=jnp.int32), grads.c)
+    local = grads.slot - start
+    at = jnp.where((local >= 0) & (local < size), local, size)  # out of the chunk: dropped
+    return jnp.zeros((size, n), jnp.float32).at[at, point].add(grads.g, mode="drop")
+
+
+def row_coefficients(ids: jax.Array, gs: jax.Array):
+    """``(rows: i32[m], coef: f32[m, n], gb: f32[m])``, ``m = n c``: :func:`row_segments`
+    with every slot's coefficients at once (:func:`chunk_coefficients` of all ``m``);
+    each distinct row once (``-1``, zero coefficients, in the unused slots)."""
+    grads = row_segments(ids, gs)
+    return grads.rows, chunk_coefficients(grads, 0, grads.rows.shape[0]), grads.gb
 
 
 def row_sq_norms(coef: jax.Array, x: jax.Array) -> jax.Array:

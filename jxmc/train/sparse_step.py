@@ -69,27 +69,50 @@ ROW_CHUNK = 8192
 """Rows whose gradients (``f32[ROW_CHUNK, h]``) are formed and applied at a time."""
 
 
-def _update_in_chunks(table, state, rows_, coef, x, gb, scale, lr, key, rows: RowUpdate):
-    """:func:`jxmc.nn.sparse_rows.update_rows` of the distinct ``rows_`` a chunk of
-    ``ROW_CHUNK`` at a time, each chunk's gradients ``coef[chunk] @ x`` formed just
-    before its update (never all ``[m, h]`` of them; one chunk: a single update)."""
-    m = rows_.shape[0]
+def _chunks(m: int) -> tuple[int, int]:
+    """``(chunks, size)``: ``m`` slots in chunks of ``ROW_CHUNK`` (one chunk of ``m``)."""
+    return (1, m) if m <= ROW_CHUNK else (-(-m // ROW_CHUNK), ROW_CHUNK)
 
-    def one(table, state, r, cf, g, key):
-        return sparse_rows.update_rows(table, state, r, (cf @ x) * scale, g * scale, lr, key,
+
+def _sq_norm(grads: sparse_rows.RowGrads, x: jax.Array) -> jax.Array:
+    """``f32[]``: the squared norm of every row's weight gradient, ``sum_k coef_k (x x^T)
+    coef_k^T`` over the rows (:func:`jxmc.nn.sparse_rows.row_sq_norms`), a chunk of
+    ``ROW_CHUNK`` rows' coefficients at a time."""
+    chunks, size = _chunks(grads.rows.shape[0])
+    gram = x @ x.T
+
+    def part(i):
+        coef = sparse_rows.chunk_coefficients(grads, i * size, size)
+        return jnp.sum(jnp.maximum(jnp.sum((coef @ gram) * coef, -1), 0.0))
+
+    if chunks == 1:
+        return part(0)
+    return jax.lax.fori_loop(0, chunks, lambda i, acc: acc + part(i), jnp.zeros((), jnp.float32))
+
+
+def _update_in_chunks(table, state, grads: sparse_rows.RowGrads, x, scale, lr, key,
+                      rows: RowUpdate):
+    """:func:`jxmc.nn.sparse_rows.update_rows` of the distinct rows of ``grads`` a chunk
+    of ``ROW_CHUNK`` at a time, each chunk's coefficients and gradients ``coef @ x``
+    formed just before its update (never all ``[n c, n]`` or ``[m, h]`` of them; one
+    chunk: a single update)."""
+    m = grads.rows.shape[0]
+    chunks, size = _chunks(m)
+
+    def one(table, state, i, r, g, key):
+        coef = sparse_rows.chunk_coefficients(grads, i * size, size)
+        return sparse_rows.update_rows(table, state, r, (coef @ x) * scale, g * scale, lr, key,
                                        update=rows.update, dtype=rows.dtype,
                                        weight_decay=rows.weight_decay, eps=rows.eps)
 
-    if m <= ROW_CHUNK:
-        return one(table, state, rows_, coef, gb, key)
-    chunks = -(-m // ROW_CHUNK)
-    pad = chunks * ROW_CHUNK - m  # padding rows: -1, no gradient
-    rows_ = jnp.pad(rows_, (0, pad), constant_values=-1).reshape(chunks, ROW_CHUNK)
-    coef = jnp.pad(coef, ((0, pad), (0, 0))).reshape(chunks, ROW_CHUNK, -1)
-    gb = jnp.pad(gb, (0, pad)).reshape(chunks, ROW_CHUNK)
+    if chunks == 1:
+        return one(table, state, 0, grads.rows, grads.gb, key)
+    pad = chunks * size - m  # padding rows: -1, no gradient
+    rows_ = jnp.pad(grads.rows, (0, pad), constant_values=-1).reshape(chunks, size)
+    gb = jnp.pad(grads.gb, (0, pad)).reshape(chunks, size)
 
     def body(i, carry):
-        return one(*carry, rows_[i], coef[i], gb[i], jax.random.fold_in(key, i))
+        return one(*carry, i, rows_[i], gb[i], jax.random.fold_in(key, i))
 
     return jax.lax.fori_loop(0, chunks, body, (table, state))
 
@@ -126,11 +149,10 @@ def make_sparse_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
         deltas = sparse_rows.zero_deltas({k: shapes[k][0] for k in rows.trained})
         (value, (metrics, scored)), (g_rest, g_deltas) = jax.value_and_grad(
             loss, argnums=(0, 1), has_aux=True)(rest, deltas)
-        coefs = {k: sparse_rows.row_coefficients(scored[k][0], g_deltas[k])
-                 for k in rows.trained}
-        sq = {k: sparse_rows.row_sq_norms(coefs[k][1], scored[k][1]) for k in rows.trained}
+        grads = {k: sparse_rows.row_segments(scored[k][0], g_deltas[k]) for k in rows.trained}
         norm = jnp.sqrt(optax.tree.norm(g_rest, squared=True)
-                        + sum(jnp.sum(sq[k]) + jnp.sum(coefs[k][2] ** 2) for k in rows.trained))
+                        + sum(_sq_norm(grads[k], scored[k][1]) + jnp.sum(grads[k].gb ** 2)
+                              for k in rows.trained))
         scale = (jnp.ones((), jnp.float32) if rows.clip_norm is None
                  else jnp.minimum(1.0, rows.clip_norm / jnp.maximum(norm, 1e-30)))
         g_rest = jax.tree_util.tree_map(lambda g: g * scale, g_rest)
@@ -140,9 +162,8 @@ def make_sparse_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
         lr = rows.lr(state.step)
         tables, row_state = dict(tables), dict(row_state)
         for i, k in enumerate(rows.trained):
-            r, coef, gb = coefs[k]
             tables[k], row_state[k] = _update_in_chunks(
-                tables[k], row_state[k], r, coef, scored[k][1], gb, scale, lr,
+                tables[k], row_state[k], grads[k], scored[k][1], scale, lr,
                 jax.random.fold_in(r_round, i), rows)
         params = sparse_rows.merge_tables(rest, tables)
         metrics = {**metrics, "loss": value, "grad_norm": norm}
