@@ -15,7 +15,8 @@ and its two ``f32`` moments every step.  Here instead:
    over them: :func:`row_segments` (``jnp.unique`` of static size; padding ids
    ``-1`` dropped) gives the distinct rows, and :func:`chunk_coefficients` a chunk of
    rows' ``[rows, n]`` coefficient matrix, whose product with the features ``x:
-   [n, h_t]`` is their gradients, formed and applied a chunk of rows at a time (:func:`jxmc.train.sparse_step.make_sparse_train_step`),
+   [n, h_t]`` is their gradients, formed and applied a chunk of rows at a time
+   (:func:`jxmc.train.sparse_step.make_sparse_train_step`),
    and their norms come from ``x x^T`` (:func:`row_sq_norms`); these are exactly the
    non-zero rows of the dense gradient, without its ``n x c_t x h_t`` products;
 3. those rows alone are updated (:func:`update_rows`) by
@@ -163,10 +164,11 @@ def row_coefficients(ids: jax.Array, gs: jax.Array):
     return grads.rows, chunk_coefficients(grads, 0, grads.rows.shape[0]), grads.gb
 
 
-def row_sq_norms(coef: jax.Array, x: jax.Array) -> jax.Array:
+def row_sq_norms(coef: jax.Array, x: jax.Array, gram: jax.Array | None = None) -> jax.Array:
     """``f32[m]``: ``|coef_k @ x|^2`` per row without forming ``coef @ x``
-    (``coef_k (x x^T) coef_k^T``; ``coef: f32[m, n]``, ``x: f32[n, h]``)."""
-    gram = x @ x.T
+    (``coef_k (x x^T) coef_k^T``; ``coef: f32[m, n]``, ``x: f32[n, h]``; ``gram``: ``x x^T``
+    where the caller already has it, for chunks of one batch)."""
+    gram = x @ x.T if gram is None else gram
     return jnp.maximum(jnp.sum((coef @ gram) * coef, -1), 0.0)
 
 

@@ -83,7 +83,7 @@ def _sq_norm(grads: sparse_rows.RowGrads, x: jax.Array) -> jax.Array:
 
     def part(i):
         coef = sparse_rows.chunk_coefficients(grads, i * size, size)
-        return jnp.sum(jnp.maximum(jnp.sum((coef @ gram) * coef, -1), 0.0))
+        return jnp.sum(sparse_rows.row_sq_norms(coef, x, gram))
 
     if chunks == 1:
         return part(0)
