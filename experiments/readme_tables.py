@@ -203,7 +203,9 @@ def other_methods(folder: str = RESULTS) -> list[str]:
         trf = load("transformers_cpu" if ds == "debtags" else f"transformers_cpu_{ds}", folder)
         if trf:
             for r in trf["runs"]:
-                rows.append([ds, f"jxmc `{r['method']}`, CPU smoke scale "
+                ep = r.get("epochs", 1)
+                rows.append([ds, f"jxmc `{r['method']}`, CPU smoke scale"
+                             + (f" ({ep} epochs)" if ep != 1 else "") + " "
                              + mark(r.get("date", trf["date"]), r.get("git", trf["git"])),
                              n2(r["P@1"]), n2(r["P@3"]), n2(r["P@5"]), n2(r["PSP@5"]),
                              sig(r["train_s"])])
@@ -214,7 +216,8 @@ def other_methods(folder: str = RESULTS) -> list[str]:
            "cores). Scripts: `experiments/disentanglement.py` (parabel, bonsai, xr-linear λ), "
            "`experiments/label_embedding.py` (plst, cplst, leml), `experiments/cs.py` (cs), "
            "`experiments/transformers_cpu.py` "
-           "(the transformer methods at smoke scale: 1 epoch, 64 tokens).", ""]
+           "(the transformer methods, `elmo` and `attentionxml` at smoke scale: 1 epoch unless "
+           "stated, 64 tokens).", ""]
     out += table(["dataset", "method", "P@1", "P@3", "P@5", "PSP@5", "train s"], rows)
     out += ["", "Runs: " + "; ".join(notes) + ". ‡ Extreme Classification Repository, BoW "
             "features (`../shared/PEERS.md`): other features than ours."]

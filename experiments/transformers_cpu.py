@@ -1,15 +1,15 @@
-"""The transformer methods on a CPU: one epoch at 64 tokens each (issues 4, 15, 16).
+"""The neural methods on a CPU: one epoch (``--epochs N``) at 64 tokens (issues 4, 15, 16, 18).
 
 Command (from the repository root; hours on 2 CPU cores):
 
     nice -n 19 python experiments/transformers_cpu.py [--data ../shared/data/debtags]
-        [--methods cascadexml lightxml xr-transformer x-transformer elmo]
-        [--work /tmp/jxmc-transformers-cpu] [--note TEXT]
+        [--methods cascadexml lightxml xr-transformer x-transformer elmo attentionxml]
+        [--epochs 1] [--work /tmp/jxmc-transformers-cpu] [--note TEXT]
 
-Each method is one ``jxmc train --data DIR --method M --epochs 1 --max-len 64
---model-dir WORK/M`` process, its output kept in ``WORK/M.log``, then ``jxmc
-evaluate --json`` (or the metrics table that ``jxmc train`` printed on the test split,
-from the log).  A model directory that already holds a finished model is
+Each method is one ``jxmc train --data DIR --method M --epochs N --max-len 64
+--model-dir WORK/M`` process (``attentionxml``: N epochs per tree level, 64 words),
+its output kept in ``WORK/M.log``, then ``jxmc evaluate --json`` (or the metrics table
+that ``jxmc train`` printed on the test split, from the log).  A model directory that already holds a finished model is
 only evaluated, and an interrupted one resumes from its last checkpoint (``jxmc
 train``'s own resume), so the script can be run again until every method is
 done; ``train_seconds`` is then that of the process that finished the training
@@ -22,7 +22,7 @@ otherwise) keeps the rows of the methods not run this time, each row with the
 commit, the dirty flag and the date of the invocation that made it, so one
 method can be re-run without losing the others.
 
-One epoch at 64 tokens on a CPU is a smoke-scale setting: the configurations meant
+A few epochs at 64 tokens on a CPU is a smoke-scale setting: the configurations meant
 for a GPU are in ``experiments/configs/``.
 """
 
@@ -42,11 +42,11 @@ sys.path.insert(0, str(REPO / "experiments" / "harness"))
 import provenance  # noqa: E402
 from disentanglement import git_state, machine, provenance_lines, write_atomic  # noqa: E402
 
-METHODS = ("cascadexml", "lightxml", "xr-transformer", "x-transformer", "elmo")
+METHODS = ("cascadexml", "lightxml", "xr-transformer", "x-transformer", "elmo", "attentionxml")
 KEYS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@5")
 # XR-Linear (PECOS) on the same TF-IDF features, P@1/3/5 (../shared/PEERS.md)
 PECOS = {"debtags": (87.12, 62.61, 47.77), "debian-deps": (69.78, 49.60, 38.96)}
-EPOCH_LINE = re.compile(r"^\S+( phase \d+/\d+)?: epoch \d+/\d+ .*seq/s.*$", re.M)
+EPOCH_LINE = re.compile(r"^\S+( (phase|level) \d+/\d+)?: epoch \d+/\d+ .*seq/s.*$", re.M)
 
 
 def _jxmc(argv: list[str], log: Path | None = None) -> subprocess.CompletedProcess:
@@ -70,11 +70,11 @@ def _table(text: str) -> dict | None:
     return rows
 
 
-def run_one(data: str, work: Path, method: str) -> dict:
+def run_one(data: str, work: Path, method: str, epochs: int = 1) -> dict:
     model_dir = work / method
     log = work / f"{method}.log"
-    train = ["train", "--data", data, "--method", method, "--epochs", "1", "--max-len", "64",
-             "--model-dir", str(model_dir), "--no-progress"]
+    train = ["train", "--data", data, "--method", method, "--epochs", str(epochs),
+             "--max-len", "64", "--model-dir", str(model_dir), "--no-progress"]
     if not (model_dir / "jxmc_model.json").exists():
         r = _jxmc(train, log)
         if r.returncode != 0:
@@ -86,12 +86,13 @@ def run_one(data: str, work: Path, method: str) -> dict:
             raise SystemExit(f"evaluate {model_dir} failed:\n{ev.stderr[-2000:]}")
         metrics = json.loads(ev.stdout)
     manifest = json.loads((model_dir / "jxmc_model.json").read_text())
-    epochs = [m.group(0) for m in EPOCH_LINE.finditer(log.read_text())] if log.exists() else []
-    row = {"method": method, "command": "jxmc " + shlex.join(train),
+    lines = [m.group(0) for m in EPOCH_LINE.finditer(log.read_text())] if log.exists() else []
+    row = {"method": method, "epochs": epochs, "command": "jxmc " + shlex.join(train),
            **{k: round(100 * metrics[k], 2) for k in KEYS},
-           "train_s": manifest["train_seconds"], "epoch_lines": epochs,
+           "train_s": manifest["train_seconds"], "epoch_lines": lines,
            "config": manifest["config"]}
-    print(json.dumps({k: row[k] for k in ("method", "P@1", "P@3", "P@5", "train_s")}), flush=True)
+    print(json.dumps({k: row[k] for k in ("method", "epochs", "P@1", "P@3", "P@5", "train_s")}),
+          flush=True)
     return row
 
 
@@ -105,21 +106,24 @@ def _made(r: dict, result: dict) -> str:
 def markdown(result: dict) -> str:
     name = result.get("dataset", "debtags")
     pecos = PECOS.get(name)
-    lines = provenance_lines(result, f"Transformer methods on {name}, CPU (no accelerator), "
-                               "1 epoch at 64 tokens")
+    lines = provenance_lines(result, f"Neural methods on {name}, CPU (no accelerator), "
+                               "64 tokens")
     lines += [f"Note: {n}" for n in result["notes"]] + ([""] if result["notes"] else [])
     lines += ["Metrics in % on the test split. train s: `train_seconds` of the "
               "`jxmc train` process that finished the model (compilation included, TF-IDF and "
               "tokenisation excluded). "
               + (f"XR-Linear (PECOS, same TF-IDF features, `../shared/PEERS.md`): P@1/3/5 = "
                  f"{'/'.join(map(str, pecos))}. " if pecos else "")
-              + "made: the commit (dirty: with uncommitted changes) and, for a row kept from an "
-              "earlier invocation, its date.", "",
-              "| method | P@1 | P@3 | P@5 | nDCG@5 | PSP@5 | train s | P@1 vs XR-Linear | made |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              + "epochs: passes over the training set (per phase of xr-transformer, per tree "
+              "level of attentionxml). made: the commit (dirty: with uncommitted changes) and, for "
+              "a row kept from an earlier invocation, its date.", "",
+              "| method | epochs | P@1 | P@3 | P@5 | nDCG@5 | PSP@5 | train s | P@1 vs XR-Linear "
+              "| made |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["runs"]:
         vs = f"{r['P@1'] - pecos[0]:+.2f}" if pecos else "-"
-        lines.append(f"| {r['method']} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} | "
+        lines.append(f"| {r['method']} | {r.get('epochs', 1)} | {r['P@1']:.2f} | {r['P@3']:.2f} | "
+                     f"{r['P@5']:.2f} | "
                      f"{r['nDCG@5']:.2f} | {r['PSP@5']:.2f} | {r['train_s']:.0f} | {vs} | "
                      f"{_made(r, result)} |")
     lines += ["", "Epoch lines (from each run's log):", ""]
@@ -135,6 +139,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "debtags"))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--epochs", type=int, default=1, help="passes over the training set")
     ap.add_argument("--work", default="/tmp/jxmc-transformers-cpu")
     ap.add_argument("--out", default=str(REPO / "experiments" / "results"))
     ap.add_argument("--note", action="append", default=[], help="recorded in the results")
@@ -158,7 +163,8 @@ def main() -> None:
                 if r["method"] not in args.methods]
         result["notes"] = [*old.get("notes", []), *args.note] if kept else args.note
     for method in args.methods:
-        row = {**run_one(args.data, work, method), "git": result["git"], "date": result["date"]}
+        row = {**run_one(args.data, work, method, args.epochs), "git": result["git"],
+               "date": result["date"]}
         result["runs"] = sorted([*kept, *[r for r in result["runs"] if r["method"] != method],
                                  row], key=lambda r: METHODS.index(r["method"]))
         write_atomic(out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
