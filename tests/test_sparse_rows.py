@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from jxmc.errors import ConfigError
 from jxmc.models.transformer import common, plan
-from jxmc.nn import cascade, sparse_rows
+from jxmc.nn import cascade, heads, sparse_rows
 from jxmc.nn.encoder import BertConfig, BertEncoder, init_params
 from jxmc.nn.heads import init_table
 from jxmc.train.batches import batches
@@ -82,8 +82,24 @@ def _dense_reference(params, tx, opt, acc, batch, rng, grad_ids, rows: RowUpdate
     return sparse_rows.merge_tables(rest, new), opt, acc, np.asarray(ids["level_3"])
 
 
-@pytest.mark.parametrize("update", ["sgd", "rowwise-adagrad"])
-def test_sparse_step_equals_the_dense_reference(update):
+def _gather_in_chunks(monkeypatch) -> list:
+    """Shortlists gathered 3 rows at a time (:func:`jxmc.nn.heads.score_shortlist`, batches
+    of 8 points, 16 wide); the widths of the gathers made, for the test to check."""
+    monkeypatch.setattr(heads, "GATHER_CHUNK_BYTES", 8 * 3 * 16 * 4)
+    widths, scores = [], heads._scores
+
+    def spy(w, b, x, ids, dtype=None):
+        widths.append((ids.shape[1], dtype is not None))
+        return scores(w, b, x, ids, dtype)
+
+    monkeypatch.setattr(heads, "_scores", spy)
+    return widths
+
+
+@pytest.mark.parametrize("update,chunked", [("sgd", False), ("rowwise-adagrad", False),
+                                            ("rowwise-adagrad", True)])
+def test_sparse_step_equals_the_dense_reference(update, chunked, monkeypatch):
+    widths = _gather_in_chunks(monkeypatch) if chunked else []
     tree, arrays, spec, params = _toy()
     perm = jnp.asarray(tree.perm)
     tables = sparse_rows.shortlist_levels(params["heads"])
@@ -113,6 +129,7 @@ def test_sparse_step_equals_the_dense_reference(update):
         dup |= len(np.unique(live)) < len(live)  # a row scored by several points
         state, m = step(state, b)
     assert dup and int(state.step) == 3
+    assert not chunked or (3, False) in widths  # f32 tables, read in chunks of 3
     got = sparse_params(state.params, rows)
     for (path, a), r in zip(jax.tree_util.tree_leaves_with_path(got),
                             jax.tree_util.tree_leaves(ref), strict=True):
@@ -218,8 +235,11 @@ def test_the_sparse_step_has_no_dense_table_gradient():
     assert buffer.search(_buffers(adam.as_text()))
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn"])
-def test_low_precision_tables_keep_their_dtype_and_frozen_levels_do_not_move(dtype):
+@pytest.mark.parametrize("dtype,chunked", [("bfloat16", False), ("float8_e4m3fn", False),
+                                          ("bfloat16", True)])
+def test_low_precision_tables_keep_their_dtype_and_frozen_levels_do_not_move(dtype, chunked,
+                                                                             monkeypatch):
+    widths = _gather_in_chunks(monkeypatch) if chunked else []
     tree, arrays, spec, params = _toy()
     perm = jnp.asarray(tree.perm)
     tables = sparse_rows.shortlist_levels(params["heads"])
@@ -246,6 +266,7 @@ def test_low_precision_tables_keep_their_dtype_and_frozen_levels_do_not_move(dty
     assert not np.array_equal(np.asarray(heads["level_3"]["w"]),
                               np.asarray(params["heads"]["level_3"]["w"]))
     assert float(jnp.abs(state.opt_state[1]["level_2"]["acc"]).sum()) == 0.0
+    assert not chunked or (3, True) in widths  # read from the bits in chunks of 3
     assert float(state.opt_state[1]["level_3"]["acc"].max()) > 0.0
 
 

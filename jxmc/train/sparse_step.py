@@ -141,6 +141,10 @@ def make_sparse_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
         rest, tables = sparse_rows.split_tables(state.params, rows.tables)  # w: bits
         fixed = jax.lax.stop_gradient(sparse_rows.split_tables(
             sparse_params(state.params, rows), rows.tables)[1])
+        # the bits beside the floats: a shortlist gathered in chunks reads them
+        # (jxmc.nn.heads.score_shortlist); a float table is its own
+        fixed = {k: {**t, "bits": tables[k]["w"]} if t["w"].dtype.itemsize < 4 else t
+                 for k, t in fixed.items()}
 
         def loss(rest, deltas):
             return loss_fn(sparse_rows.merge_tables(rest, fixed), batch, sub, deltas)
