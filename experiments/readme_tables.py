@@ -204,7 +204,8 @@ def other_methods(folder: str = RESULTS) -> list[str]:
         if trf:
             for r in trf["runs"]:
                 ep = r.get("epochs", 1)
-                rows.append([ds, f"jxmc `{r['method']}`, CPU smoke scale"
+                what = " ".join([r["method"], *(f"--set {o}" for o in r.get("set", ()))])
+                rows.append([ds, f"jxmc `{what}`, CPU smoke scale"
                              + (f" ({ep} epochs)" if ep != 1 else "") + " "
                              + mark(r.get("date", trf["date"]), r.get("git", trf["git"])),
                              n2(r["P@1"]), n2(r["P@3"]), n2(r["P@5"]), n2(r["PSP@5"]),

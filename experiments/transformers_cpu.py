@@ -4,7 +4,7 @@ Command (from the repository root; hours on 2 CPU cores):
 
     nice -n 19 python experiments/transformers_cpu.py [--data ../shared/data/debtags]
         [--methods cascadexml lightxml xr-transformer x-transformer elmo attentionxml]
-        [--epochs 1] [--work /tmp/jxmc-transformers-cpu] [--note TEXT]
+        [--epochs 1] [--set KEY=VALUE ...] [--work /tmp/jxmc-transformers-cpu] [--note TEXT]
 
 Each method is one ``jxmc train --data DIR --method M --epochs N --max-len 64
 --model-dir WORK/M`` process (``attentionxml``: N epochs per tree level, 64 words),
@@ -70,11 +70,23 @@ def _table(text: str) -> dict | None:
     return rows
 
 
-def run_one(data: str, work: Path, method: str, epochs: int = 1) -> dict:
-    model_dir = work / method
-    log = work / f"{method}.log"
+def _key(r: dict) -> tuple:
+    """A row's identity: its method and its ``--set`` overrides."""
+    return r["method"], tuple(r.get("set", ()))
+
+
+def label(r: dict) -> str:
+    """The method and its overrides, as the tables name a row."""
+    return " ".join([r["method"], *(f"--set {o}" for o in r.get("set", ()))])
+
+
+def run_one(data: str, work: Path, method: str, epochs: int = 1, sets: tuple = ()) -> dict:
+    name = "_".join([method, *(re.sub(r"\W+", "-", o) for o in sets)])
+    model_dir = work / name
+    log = work / f"{name}.log"
     train = ["train", "--data", data, "--method", method, "--epochs", str(epochs),
-             "--max-len", "64", "--model-dir", str(model_dir), "--no-progress"]
+             "--max-len", "64", "--model-dir", str(model_dir), "--no-progress",
+             *(a for o in sets for a in ("--set", o))]
     if not (model_dir / "jxmc_model.json").exists():
         r = _jxmc(train, log)
         if r.returncode != 0:
@@ -87,7 +99,7 @@ def run_one(data: str, work: Path, method: str, epochs: int = 1) -> dict:
         metrics = json.loads(ev.stdout)
     manifest = json.loads((model_dir / "jxmc_model.json").read_text())
     lines = [m.group(0) for m in EPOCH_LINE.finditer(log.read_text())] if log.exists() else []
-    row = {"method": method, "epochs": epochs, "command": "jxmc " + shlex.join(train),
+    row = {"method": method, "set": list(sets), "epochs": epochs, "command": "jxmc " + shlex.join(train),
            **{k: round(100 * metrics[k], 2) for k in KEYS},
            "train_s": manifest["train_seconds"], "epoch_lines": lines,
            "config": manifest["config"]}
@@ -122,13 +134,13 @@ def markdown(result: dict) -> str:
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["runs"]:
         vs = f"{r['P@1'] - pecos[0]:+.2f}" if pecos else "-"
-        lines.append(f"| {r['method']} | {r.get('epochs', 1)} | {r['P@1']:.2f} | {r['P@3']:.2f} | "
+        lines.append(f"| {label(r)} | {r.get('epochs', 1)} | {r['P@1']:.2f} | {r['P@3']:.2f} | "
                      f"{r['P@5']:.2f} | "
                      f"{r['nDCG@5']:.2f} | {r['PSP@5']:.2f} | {r['train_s']:.0f} | {vs} | "
                      f"{_made(r, result)} |")
     lines += ["", "Epoch lines (from each run's log):", ""]
     for r in result["runs"]:
-        lines += [f"- {e}" for e in r["epoch_lines"]] or [f"- {r['method']}: (no log kept)"]
+        lines += [f"- {e}" for e in r["epoch_lines"]] or [f"- {label(r)}: (no log kept)"]
     lines += ["", "Commands (metrics: the table `jxmc train` printed on the test split, or "
               "`jxmc evaluate --data DIR --model-dir M --json` where its log has none):", ""]
     lines += [f"- `{r['command']}`" for r in result["runs"]]
@@ -140,6 +152,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "debtags"))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--epochs", type=int, default=1, help="passes over the training set")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override of every method run (jxmc train --set); the "
+                         "row is kept apart from the method's default one")
     ap.add_argument("--work", default="/tmp/jxmc-transformers-cpu")
     ap.add_argument("--out", default=str(REPO / "experiments" / "results"))
     ap.add_argument("--note", action="append", default=[], help="recorded in the results")
@@ -159,14 +174,15 @@ def main() -> None:
     kept = []
     if earlier.exists():  # the rows of the methods not run now, with their own provenance
         old = json.loads(earlier.read_text())
+        now = {(m, tuple(args.sets)) for m in args.methods}
         kept = [{"git": old["git"], "date": old["date"], **r} for r in old.get("runs", [])
-                if r["method"] not in args.methods]
+                if _key(r) not in now]
         result["notes"] = [*old.get("notes", []), *args.note] if kept else args.note
     for method in args.methods:
-        row = {**run_one(args.data, work, method, args.epochs), "git": result["git"],
-               "date": result["date"]}
-        result["runs"] = sorted([*kept, *[r for r in result["runs"] if r["method"] != method],
-                                 row], key=lambda r: METHODS.index(r["method"]))
+        row = {**run_one(args.data, work, method, args.epochs, tuple(args.sets)),
+               "git": result["git"], "date": result["date"]}
+        result["runs"] = sorted([*kept, *[r for r in result["runs"] if _key(r) != _key(row)],
+                                 row], key=lambda r: (METHODS.index(r["method"]), _key(r)))
         write_atomic(out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
         write_atomic(out / f"{stem}.md", markdown(result))
 
