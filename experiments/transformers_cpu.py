@@ -175,14 +175,19 @@ def main() -> None:
     if earlier.exists():  # the rows of the methods not run now, with their own provenance
         old = json.loads(earlier.read_text())
         now = {(m, tuple(args.sets)) for m in args.methods}
-        kept = [{"git": old["git"], "date": old["date"], **r} for r in old.get("runs", [])
-                if _key(r) not in now]
+        seen = {}  # one row per key (files written before the fix below held some twice)
+        for r in old.get("runs", []):
+            if _key(r) not in now:
+                seen.setdefault(_key(r), {"git": old["git"], "date": old["date"], **r})
+        kept = list(seen.values())
         result["notes"] = [*old.get("notes", []), *args.note] if kept else args.note
+    result["runs"] = kept
     for method in args.methods:
         row = {**run_one(args.data, work, method, args.epochs, tuple(args.sets)),
                "git": result["git"], "date": result["date"]}
-        result["runs"] = sorted([*kept, *[r for r in result["runs"] if _key(r) != _key(row)],
-                                 row], key=lambda r: (METHODS.index(r["method"]), _key(r)))
+        others = [r for r in result["runs"] if _key(r) != _key(row)]
+        result["runs"] = sorted([*others, row],
+                                key=lambda r: (METHODS.index(r["method"]), _key(r)))
         write_atomic(out / f"{stem}.json", json.dumps(result, indent=1) + "\n")
         write_atomic(out / f"{stem}.md", markdown(result))
 
