@@ -32,6 +32,9 @@ sys.path.insert(0, os.path.join(HERE, "harness"))
 from report import _num as n2  # noqa: E402  (the harness's number formats, one place)
 from report import _sig as sig  # noqa: E402
 
+sys.path.insert(0, HERE)
+from transformers_cpu import label as trf_label  # noqa: E402  (how its rows are named)
+
 BLOCK = re.compile(r"(<!-- results:([a-z0-9-]+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
 
 # Published figures (P@1/3/5, %), Extreme Classification Repository, BoW features: other
@@ -204,8 +207,7 @@ def other_methods(folder: str = RESULTS) -> list[str]:
         if trf:
             for r in trf["runs"]:
                 ep = r.get("epochs", 1)
-                what = " ".join([r["method"], *(f"--set {o}" for o in r.get("set", ()))])
-                rows.append([ds, f"jxmc `{what}`, CPU smoke scale"
+                rows.append([ds, f"jxmc `{trf_label(r)}`, CPU smoke scale"
                              + (f" ({ep} epochs)" if ep != 1 else "") + " "
                              + mark(r.get("date", trf["date"]), r.get("git", trf["git"])),
                              n2(r["P@1"]), n2(r["P@3"]), n2(r["P@5"]), n2(r["PSP@5"]),

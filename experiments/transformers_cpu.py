@@ -9,10 +9,10 @@ Command (from the repository root; hours on 2 CPU cores):
 Each method is one ``jxmc train --data DIR --method M --epochs N --max-len 64
 --model-dir WORK/M`` process (``attentionxml``: N epochs per tree level, 64 words),
 its output kept in ``WORK/M.log``, then ``jxmc evaluate --json`` (or the metrics table
-that ``jxmc train`` printed on the test split, from the log).  A model directory that already holds a finished model is
-only evaluated, and an interrupted one resumes from its last checkpoint (``jxmc
-train``'s own resume), so the script can be run again until every method is
-done; ``train_seconds`` is then that of the process that finished the training
+that ``jxmc train`` printed on the test split, from the log).  A model directory that
+already holds a finished model is only evaluated, and an interrupted one resumes from
+its last checkpoint (``jxmc train``'s own resume), so the script can be run again until
+every method is done; ``train_seconds`` is then that of the process that finished the training
 (the epochs it resumed after are in the log).  Writes
 ``experiments/results/transformers_cpu.json`` and ``.md`` with the machine, the
 date, the commit, the commands, the epoch lines (seconds, sequences per second)
@@ -99,7 +99,8 @@ def run_one(data: str, work: Path, method: str, epochs: int = 1, sets: tuple = (
         metrics = json.loads(ev.stdout)
     manifest = json.loads((model_dir / "jxmc_model.json").read_text())
     lines = [m.group(0) for m in EPOCH_LINE.finditer(log.read_text())] if log.exists() else []
-    row = {"method": method, "set": list(sets), "epochs": epochs, "command": "jxmc " + shlex.join(train),
+    row = {"method": method, "set": list(sets), "epochs": epochs,
+           "command": "jxmc " + shlex.join(train),
            **{k: round(100 * metrics[k], 2) for k in KEYS},
            "train_s": manifest["train_seconds"], "epoch_lines": lines,
            "config": manifest["config"]}
@@ -135,8 +136,8 @@ def markdown(result: dict) -> str:
     for r in result["runs"]:
         vs = f"{r['P@1'] - pecos[0]:+.2f}" if pecos else "-"
         lines.append(f"| {label(r)} | {r.get('epochs', 1)} | {r['P@1']:.2f} | {r['P@3']:.2f} | "
-                     f"{r['P@5']:.2f} | "
-                     f"{r['nDCG@5']:.2f} | {r['PSP@5']:.2f} | {r['train_s']:.0f} | {vs} | "
+                     f"{r['P@5']:.2f} | {r['nDCG@5']:.2f} | {r['PSP@5']:.2f} | "
+                     f"{r['train_s']:.0f} | {vs} | "
                      f"{_made(r, result)} |")
     lines += ["", "Epoch lines (from each run's log):", ""]
     for r in result["runs"]:
